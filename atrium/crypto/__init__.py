@@ -1,0 +1,1 @@
+"""Hashes, signatures and signing keys: everything that touches cryptography."""

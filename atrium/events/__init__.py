@@ -1,0 +1,1 @@
+"""Events: the PDU model, room versions, redaction, building and validation."""
