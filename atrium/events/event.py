@@ -69,7 +69,9 @@ class Event:
     ) -> None:
         self._dict = event_dict
         self.room_version = room_version
-        self.format_version = room_version.event_format if format_version is None else format_version
+        self.format_version = (
+            room_version.event_format if format_version is None else format_version
+        )
         self.internal_metadata = internal_metadata or EventInternalMetadata()
         self.rejected_reason = rejected_reason
         self._event_id: str | None = None
@@ -175,7 +177,13 @@ class Event:
         d = self.get_dict()
         unsigned = d.get("unsigned")
         if isinstance(unsigned, dict):
-            for key in ("age_ts", "transaction_id", "redacted_because", "prev_content", "replaces_state"):
+            for key in (
+                "age_ts",
+                "transaction_id",
+                "redacted_because",
+                "prev_content",
+                "replaces_state",
+            ):
                 unsigned.pop(key, None)
             if not unsigned:
                 d.pop("unsigned")

@@ -12,15 +12,36 @@ from atrium.events.room_versions import RedactionRules, RoomVersion
 
 _TOP_LEVEL_KEPT_V1 = frozenset(
     {
-        "event_id", "type", "room_id", "sender", "state_key", "content", "hashes",
-        "signatures", "depth", "prev_events", "prev_state", "auth_events", "origin",
-        "origin_server_ts", "membership",
+        "event_id",
+        "type",
+        "room_id",
+        "sender",
+        "state_key",
+        "content",
+        "hashes",
+        "signatures",
+        "depth",
+        "prev_events",
+        "prev_state",
+        "auth_events",
+        "origin",
+        "origin_server_ts",
+        "membership",
     }
 )
 # v11 no longer protects `origin`, `membership` and `prev_state`.
 _TOP_LEVEL_KEPT_V11 = _TOP_LEVEL_KEPT_V1 - {"origin", "membership", "prev_state"}
 
-_PL_KEYS = ("ban", "events", "events_default", "kick", "redact", "state_default", "users", "users_default")
+_PL_KEYS = (
+    "ban",
+    "events",
+    "events_default",
+    "kick",
+    "redact",
+    "state_default",
+    "users",
+    "users_default",
+)
 
 
 def _content_keys(rules: RedactionRules, event_type: str) -> tuple[str, ...] | None:

@@ -1,0 +1,161 @@
+"""Id allocation: stream positions and plain sequences.
+
+``StreamIdGenerator`` hands out increasing stream ids to one writer and knows
+the *current token*: the highest id at or below which every allocated id has
+finished persisting. Readers must never be told about id N while an id below
+N is still being written, or they would skip it forever.
+
+``SequenceGenerator`` gives unique ids with no ordering promise beyond
+uniqueness (state groups): a PostgreSQL sequence where several processes may
+allocate, an in-memory counter on SQLite (one process).
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import threading
+from collections.abc import Iterator, Sequence
+
+from atrium.storage.database import DatabasePool, Transaction
+
+
+def _max_of(txn: Transaction, tables: Sequence[tuple[str, str]], step: int) -> int:
+    best = 0
+    for table, column in tables:
+        agg = "MAX" if step > 0 else "MIN"
+        row = txn.select_one(f"SELECT {agg}({column}) FROM {table}")
+        if row and row[0] is not None:
+            value = int(row[0])
+            best = max(best, value) if step > 0 else min(best, value)
+    return best
+
+
+class StreamIdGenerator:
+    """Stream ids for a single writer, with in-flight tracking.
+
+    ``step=-1`` allocates decreasing (negative) ids, used for backfilled
+    events that must sort before everything already in the stream.
+    """
+
+    def __init__(self, current: int, step: int = 1) -> None:
+        if step not in (1, -1):
+            raise ValueError("step must be 1 or -1")
+        self._step = step
+        self._last = current
+        self._current = current
+        self._unfinished: list[int] = []
+        self._lock = threading.Lock()
+
+    @classmethod
+    async def from_tables(
+        cls, db: DatabasePool, tables: Sequence[tuple[str, str]], step: int = 1
+    ) -> StreamIdGenerator:
+        """Start after the highest id in any of ``tables`` (table, column)."""
+        current = await db.run_interaction("id_generator_start", _max_of, tables, step)
+        return cls(current, step)
+
+    @contextlib.contextmanager
+    def get_next(self) -> Iterator[int]:
+        with self.get_next_mult(1) as ids:
+            yield ids[0]
+
+    @contextlib.contextmanager
+    def get_next_mult(self, n: int) -> Iterator[list[int]]:
+        """Allocate ``n`` ids; they count as finished when the block exits."""
+        with self._lock:
+            ids = [self._last + self._step * (i + 1) for i in range(n)]
+            if ids:
+                self._last = ids[-1]
+            self._unfinished.extend(ids)
+        try:
+            yield ids
+        finally:
+            with self._lock:
+                for i in ids:
+                    self._unfinished.remove(i)
+                self._advance()
+
+    def _advance(self) -> None:
+        if self._unfinished:
+            first = min(self._unfinished) if self._step > 0 else max(self._unfinished)
+            self._current = first - self._step
+        else:
+            self._current = self._last
+
+    def get_current_token(self) -> int:
+        """The highest id such that it and every id before it are finished."""
+        return self._current
+
+    def get_last_allocated(self) -> int:
+        return self._last
+
+
+class SequenceGenerator(abc.ABC):
+    """Unique ids (no completion tracking) allocated inside transactions."""
+
+    @abc.abstractmethod
+    def get_next_id_txn(self, txn: Transaction) -> int: ...
+
+    def get_next_mult_txn(self, txn: Transaction, n: int) -> list[int]:
+        return [self.get_next_id_txn(txn) for _ in range(n)]
+
+
+class LocalSequenceGenerator(SequenceGenerator):
+    """An in-memory counter, for databases only one process writes (SQLite)."""
+
+    def __init__(self, current: int) -> None:
+        self._current = current
+        self._lock = threading.Lock()
+
+    def get_next_id_txn(self, txn: Transaction) -> int:
+        with self._lock:
+            self._current += 1
+            return self._current
+
+    def get_next_mult_txn(self, txn: Transaction, n: int) -> list[int]:
+        with self._lock:
+            start = self._current + 1
+            self._current += n
+            return list(range(start, self._current + 1))
+
+
+class PostgresSequenceGenerator(SequenceGenerator):
+    """A PostgreSQL sequence; safe with many processes allocating."""
+
+    def __init__(self, sequence_name: str) -> None:
+        self._sequence = sequence_name
+
+    def get_next_id_txn(self, txn: Transaction) -> int:
+        row = txn.select_one(f"SELECT nextval('{self._sequence}')")
+        assert row is not None
+        return int(row[0])
+
+    def get_next_mult_txn(self, txn: Transaction, n: int) -> list[int]:
+        rows = txn.select_all(
+            f"SELECT nextval('{self._sequence}') FROM generate_series(1, ?)", (n,)
+        )
+        return [int(r[0]) for r in rows]
+
+
+async def build_sequence_generator(
+    db: DatabasePool, sequence_name: str, table: str, column: str
+) -> SequenceGenerator:
+    """The right SequenceGenerator for the engine, consistent with ``table``.
+
+    On PostgreSQL the sequence is moved past the table's maximum, in case ids
+    were written by other means (restores, older versions).
+    """
+    if db.engine.name == "postgres":
+
+        def fix_txn(txn: Transaction) -> None:
+            current = _max_of(txn, [(table, column)], 1)
+            txn.execute(
+                f"SELECT setval('{sequence_name}', GREATEST(?, (SELECT last_value FROM {sequence_name})))",
+                (max(current, 1),),
+            )
+
+        await db.run_interaction("sequence_check", fix_txn)
+        return PostgresSequenceGenerator(sequence_name)
+    current = await db.run_interaction("sequence_start", _max_of, [(table, column)], 1)
+    return LocalSequenceGenerator(current)

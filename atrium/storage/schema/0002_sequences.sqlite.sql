@@ -1,0 +1,3 @@
+-- Intentionally empty on SQLite: the single process allocates state group
+-- ids and stream orderings in memory (see atrium/storage/id_generators.py).
+-- Kept so both engines share one version numbering.
