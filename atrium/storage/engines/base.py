@@ -40,6 +40,7 @@ class BaseEngine(abc.ABC):
     ) -> None:
         """Insert many rows in as few round trips as the driver allows."""
 
+    @abc.abstractmethod
     def on_new_connection(self, conn: Any) -> None:
         """Per-connection set-up (pragmas, isolation level)."""
 
