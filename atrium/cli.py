@@ -1,22 +1,132 @@
-"""The `atrium` command line: run, generate-config, register-user, worker..."""
+"""The ``atrium`` command line.
+
+    atrium run [-c homeserver.yaml]      the master (a monolith with no workers)
+    atrium worker -c homeserver.yaml -c workers/NAME.yaml
+    atrium generate-config --server-name NAME --data-dir DIR [...]
+    atrium register-user -c homeserver.yaml --user NAME --password PW [--admin]
+    atrium migrate -c homeserver.yaml
+
+A config mistake prints one line naming the key and exits with status 2.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+
+from atrium.config.homeserver import ConfigError, HomeServerConfig, load_config
+
+DEFAULT_DATA_DIR = Path("atrium-data")
+EXIT_CONFIG = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="atrium", description="Atrium Matrix homeserver")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the main process (everything, when no workers are configured)")
+    run.add_argument("-c", "--config", action="append", help="homeserver.yaml (default: ./atrium-data/homeserver.yaml, created on first run)")
+
+    worker = sub.add_parser("worker", help="run a worker process")
+    worker.add_argument("-c", "--config", action="append", required=True, help="homeserver.yaml, then the worker's file")
+
+    gen = sub.add_parser("generate-config", help="write a data directory with homeserver.yaml and a signing key")
+    gen.add_argument("--server-name", required=True)
+    gen.add_argument("--data-dir", required=True, type=Path)
+    gen.add_argument("--database-url")
+    gen.add_argument("--redis-url")
+    gen.add_argument("--http-port", type=int, default=8008)
+    gen.add_argument("--bind-address", default="127.0.0.1")
+    gen.add_argument("--enable-registration", action="store_true")
+    gen.add_argument("--workers", help="e.g. sync:2,event_writer:2,federation_reader:1,generic:1")
+    gen.add_argument("--worker-base-port", type=int)
+    gen.add_argument("--federation-port", type=int)
+    gen.add_argument("--tls-cert")
+    gen.add_argument("--tls-key")
+    gen.add_argument("--federation-skip-verify", action="store_true")
+    gen.add_argument("--federation-allow-private-ips", action="store_true")
+    gen.add_argument("--force", action="store_true", help="overwrite an existing homeserver.yaml")
+
+    reg = sub.add_parser("register-user", help="create a local user")
+    reg.add_argument("-c", "--config", action="append", required=True)
+    reg.add_argument("--user", required=True)
+    reg.add_argument("--password", required=True)
+    reg.add_argument("--admin", action="store_true")
+
+    mig = sub.add_parser("migrate", help="apply database schema migrations and exit")
+    mig.add_argument("-c", "--config", action="append", required=True)
+    return parser
+
+
+def _first_run_config() -> list[str]:
+    """./atrium-data/homeserver.yaml, generated with defaults on first run."""
+    from atrium.config.generate import generate_config
+
+    path = DEFAULT_DATA_DIR / "homeserver.yaml"
+    if not path.exists():
+        generate_config(DEFAULT_DATA_DIR, "localhost")
+        print(f"atrium: created {path} (server name 'localhost', SQLite database, registration closed)")
+    return [str(path)]
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from atrium.config.generate import generate_config, parse_workers_spec
+
+    workers = parse_workers_spec(args.workers) if args.workers else None
+    federation = None
+    if any([args.federation_port, args.tls_cert, args.federation_skip_verify, args.federation_allow_private_ips]):
+        federation = {
+            "port": args.federation_port or 8448,
+            "tls_certificate_path": args.tls_cert,
+            "tls_private_key_path": args.tls_key,
+            "verify_certificates": not args.federation_skip_verify,
+            "allow_private_ips": args.federation_allow_private_ips,
+        }
+    config_path, worker_files = generate_config(
+        args.data_dir,
+        args.server_name,
+        database_url=args.database_url,
+        redis_url=args.redis_url,
+        http_port=args.http_port,
+        bind_address=args.bind_address,
+        enable_registration=args.enable_registration,
+        workers=workers,
+        worker_base_port=args.worker_base_port,
+        federation=federation,
+        overwrite=args.force,
+    )
+    print(f"Wrote {config_path}")
+    print(f"Start the main process:  atrium run -c {config_path}")
+    for wf in worker_files:
+        print(f"Start worker {wf.stem}:  atrium worker -c {config_path} -c {wf}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="atrium", description="Atrium Matrix homeserver")
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("run", help="run the homeserver")
-    args = parser.parse_args(argv)
-    if args.command == "run":
-        from atrium.events.room_versions import KNOWN_ROOM_VERSIONS
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "generate-config":
+            return _cmd_generate(args)
+        paths = args.config or (_first_run_config() if args.command == "run" else [])
+        config: HomeServerConfig = load_config(paths)
+        if args.command == "run" and config.is_worker:
+            raise ConfigError("config", "a worker file was given to `atrium run`; use `atrium worker`")
+        if args.command == "worker" and not config.is_worker:
+            raise ConfigError("config", "`atrium worker` needs homeserver.yaml and a worker file (-c twice)")
+    except ConfigError as e:
+        print(f"atrium: config error: {e}", file=sys.stderr)
+        return EXIT_CONFIG
 
-        print(f"atrium: core loaded, room versions {', '.join(KNOWN_ROOM_VERSIONS)}")
-        return 0
-    return 2
+    from atrium.app import commands
+
+    if args.command in ("run", "worker"):
+        return commands.run_server(config)
+    if args.command == "register-user":
+        return commands.register_user(config, args.user, args.password, args.admin)
+    if args.command == "migrate":
+        return commands.migrate(config)
+    return EXIT_CONFIG
 
 
 if __name__ == "__main__":

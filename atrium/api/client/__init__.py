@@ -1,0 +1,1 @@
+"""Client-server API servlets, one module per area of the spec."""

@@ -1,0 +1,1 @@
+"""HTTP plumbing: the JSON resource and router, request parsing, the site."""
