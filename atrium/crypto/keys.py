@@ -23,16 +23,7 @@ from pathlib import Path
 
 import nacl.exceptions
 import nacl.signing
-from signedjson.key import (
-    decode_signing_key_base64,
-    encode_signing_key_base64,
-)
-from signedjson.key import (
-    generate_signing_key as _signedjson_generate,
-)
-from signedjson.key import (
-    get_verify_key as _signedjson_get_verify_key,
-)
+import signedjson.key
 from signedjson.types import SigningKey, VerifyKey
 from unpaddedbase64 import decode_base64, encode_base64
 
@@ -64,7 +55,7 @@ def generate_signing_key(version: str | None = None) -> SigningKey:
         version = "a_" + "".join(secrets.choice(alphabet) for _ in range(4))
     if not is_valid_key_version(version):
         raise ValueError(f"key version {version!r} must match [a-zA-Z0-9_]+")
-    return _signedjson_generate(version)
+    return signedjson.key.generate_signing_key(version)
 
 
 def signing_key_from_seed(version: str, seed_base64: str) -> SigningKey:
@@ -75,7 +66,7 @@ def signing_key_from_seed(version: str, seed_base64: str) -> SigningKey:
         raise ValueError(f"signing key seed is not valid base64: {e}") from e
     if len(seed) != _SEED_BYTES:
         raise ValueError(f"an ed25519 seed is {_SEED_BYTES} bytes, got {len(seed)}")
-    return decode_signing_key_base64(ED25519, version, seed_base64)
+    return signedjson.key.decode_signing_key_base64(ED25519, version, seed_base64)
 
 
 def key_id(key: SigningKey | VerifyKey) -> str:
@@ -85,7 +76,7 @@ def key_id(key: SigningKey | VerifyKey) -> str:
 
 def get_verify_key(signing_key: SigningKey) -> VerifyKey:
     """The public (verify) half of a signing key, carrying the same key ID."""
-    return _signedjson_get_verify_key(signing_key)
+    return signedjson.key.get_verify_key(signing_key)
 
 
 def encode_verify_key_base64(verify_key: VerifyKey | nacl.signing.VerifyKey) -> str:
@@ -129,7 +120,7 @@ def decode_verify_key_id(key_id_str: str, key_base64: str) -> VerifyKey:
 
 def format_signing_key_line(key: SigningKey) -> str:
     """One line of the signing key file (without the newline)."""
-    return f"{key.alg} {key.version} {encode_signing_key_base64(key)}"
+    return f"{key.alg} {key.version} {signedjson.key.encode_signing_key_base64(key)}"
 
 
 def parse_signing_keys(text: str) -> list[SigningKey]:
