@@ -69,3 +69,12 @@ async def db(db_kind: str, tmp_path):
 
     async with make_database(db_kind, tmp_path, POSTGRES_URL) as pool:
         yield pool
+
+
+@pytest_twisted.async_yield_fixture
+async def server(db_kind: str, tmp_path):
+    """(HomeServer, JsonClient) for a fresh server on each engine, registration open."""
+    from tests.support.server import running_homeserver
+
+    async with running_homeserver(tmp_path, db_kind, POSTGRES_URL) as pair:
+        yield pair

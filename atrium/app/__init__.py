@@ -1,0 +1,1 @@
+"""The composition root: building and running one process from its config."""
