@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from atrium.auth.rules import (
@@ -59,11 +61,11 @@ def rejection(room: RoomBuilder, event: Event) -> str:
     return err.value.reason
 
 
-def versions_where(predicate) -> list[RoomVersion]:  # type: ignore[no-untyped-def]
+def versions_where(predicate: Callable[[int], bool]) -> list[RoomVersion]:
     """Room versions whose number satisfies ``predicate`` (e.g. lambda n: n >= 7)."""
     return [rv for rv in ALL_VERSIONS if predicate(number(rv))]
 
 
-def some_versions(predicate):  # type: ignore[no-untyped-def]
+def some_versions(predicate: Callable[[int], bool]) -> pytest.MarkDecorator:
     """Parametrize a test over the room versions matching ``predicate``."""
     return pytest.mark.parametrize("rv", versions_where(predicate), ids=vid)
