@@ -288,7 +288,7 @@ def timeout_deferred(
     def _time_out() -> None:
         nonlocal timed_out
         timed_out = True
-        deferred.cancel()
+        deferred.cancel()  # fires _done if the work honours cancellation
         if not result.called:
             result.errback(defer.TimeoutError(f"Timed out after {timeout}s"))
 
@@ -299,11 +299,12 @@ def timeout_deferred(
             delayed.cancel()
         if result.called:
             return None
-        if isinstance(value, Failure):
-            if timed_out and value.check(defer.CancelledError):
-                result.errback(defer.TimeoutError(f"Timed out after {timeout}s"))
-            else:
-                result.errback(value)
+        if timed_out:
+            # Whatever the work did when cancelled (CancelledError, another
+            # error, or a late value), the caller was promised a timeout.
+            result.errback(defer.TimeoutError(f"Timed out after {timeout}s"))
+        elif isinstance(value, Failure):
+            result.errback(value)
         else:
             result.callback(value)
         return None

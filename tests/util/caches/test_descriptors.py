@@ -10,10 +10,16 @@ from collections import Counter
 from typing import Any
 
 import pytest
+import pytest_twisted
 from twisted.internet import defer
 
+from atrium.util.async_helpers import gather_results
 from atrium.util.caches.descriptors import cached, cached_list
 from tests.util.deferred_helpers import assert_no_result, failure_result_of, success_result_of
+
+
+def _new_gate() -> defer.Deferred[None]:
+    return defer.Deferred()
 
 
 class _Store:
@@ -101,11 +107,11 @@ def test_bad_calls_raise_type_error_even_on_a_hit() -> None:
     store = _Store()
     success_result_of(store.get_pair("x"))
     with pytest.raises(TypeError):
-        store.get_pair("x", a="x")
+        store.get_pair("x", a="x")  # type: ignore[misc]
     with pytest.raises(TypeError):
-        store.get_pair("x", colour="red")
+        store.get_pair("x", colour="red")  # type: ignore[call-arg]
     with pytest.raises(TypeError):
-        store.get_pair()
+        store.get_pair()  # type: ignore[call-arg]
 
 
 def test_arguments_beyond_num_args_are_not_part_of_the_key() -> None:
@@ -117,7 +123,7 @@ def test_arguments_beyond_num_args_are_not_part_of_the_key() -> None:
 
 def test_concurrent_lookups_share_one_call_and_get_separate_deferreds() -> None:
     store = _Store()
-    store.gates["@a"] = gate = defer.Deferred()
+    store.gates["@a"] = gate = _new_gate()
     first, second, third = (store.get_name("@a") for _ in range(3))
     assert store.calls["@a"] == 1
     assert first is not second
@@ -125,7 +131,7 @@ def test_concurrent_lookups_share_one_call_and_get_separate_deferreds() -> None:
     second.cancel()
     failure_result_of(second, defer.CancelledError)
     # Nor does one caller's callback chain leak into another's.
-    first.addCallback(lambda v: v.upper())
+    first.addCallback(lambda v: str(v).upper())
     assert_no_result(third)
     gate.callback(None)
     assert success_result_of(first) == "S:@A"
@@ -138,7 +144,7 @@ def test_concurrent_lookups_share_one_call_and_get_separate_deferreds() -> None:
 def test_invalidation_during_lookup_hands_result_to_waiters_but_does_not_store_it() -> None:
     store = _Store()
     store.data["@a"] = "old"
-    store.gates["@a"] = gate = defer.Deferred()
+    store.gates["@a"] = gate = _new_gate()
     in_flight = store.get_name("@a")
     # The write lands and replication invalidates while the read is running.
     store.data["@a"] = "new"
@@ -158,7 +164,7 @@ def test_invalidation_during_lookup_hands_result_to_waiters_but_does_not_store_i
 
 def test_stale_result_is_dropped_even_when_nobody_looked_up_again() -> None:
     store = _Store()
-    store.gates["@a"] = gate = defer.Deferred()
+    store.gates["@a"] = gate = _new_gate()
     in_flight = store.get_name("@a")
     store.get_name.invalidate(("@a",))
     gate.callback(None)
@@ -171,7 +177,7 @@ def test_stale_result_is_dropped_even_when_nobody_looked_up_again() -> None:
 @pytest.mark.parametrize("how", ["invalidate_all", "invalidate_many"])
 def test_bulk_invalidation_during_lookup_also_prevents_storing(how: str) -> None:
     store = _Store()
-    store.gates[("!r", "@a")] = gate = defer.Deferred()
+    store.gates[("!r", "@a")] = gate = _new_gate()
     in_flight = store.get_member("!r", "@a")
     if how == "invalidate_all":
         store.get_member.invalidate_all()
@@ -185,7 +191,7 @@ def test_bulk_invalidation_during_lookup_also_prevents_storing(how: str) -> None
 
 def test_invalidate_many_spares_in_flight_lookups_of_other_prefixes() -> None:
     store = _Store()
-    store.gates[("!other", "@a")] = gate = defer.Deferred()
+    store.gates[("!other", "@a")] = gate = _new_gate()
     in_flight = store.get_member("!other", "@a")
     success_result_of(store.get_member("!r", "@a"))
     success_result_of(store.get_member("!r", "@b"))
@@ -198,7 +204,7 @@ def test_invalidate_many_spares_in_flight_lookups_of_other_prefixes() -> None:
 def test_failures_reach_every_waiter_and_are_not_cached() -> None:
     store = _Store()
     store.fail_next.add("@a")
-    store.gates["@a"] = gate = defer.Deferred()
+    store.gates["@a"] = gate = _new_gate()
     first, second = store.get_name("@a"), store.get_name("@a")
     gate.callback(None)
     failure_result_of(first, RuntimeError)
@@ -217,7 +223,7 @@ def test_synchronous_failure_is_not_cached() -> None:
 
 def test_prefill_is_returned_and_supersedes_a_lookup_in_flight() -> None:
     store = _Store()
-    store.gates["@a"] = gate = defer.Deferred()
+    store.gates["@a"] = gate = _new_gate()
     in_flight = store.get_name("@a")
     store.get_name.prefill(("@a",), "written")
     gate.callback(None)
@@ -270,7 +276,7 @@ def test_cached_list_caches_ids_the_batch_did_not_return_as_none() -> None:
 
 def test_cached_list_joins_item_lookups_already_in_flight() -> None:
     store = _Store()
-    store.gates["@a"] = gate = defer.Deferred()
+    store.gates["@a"] = gate = _new_gate()
     single = store.get_name("@a")
     batch = store.get_names(["@a", "@b"])
     assert store.batch_calls == [("@b",)]
@@ -283,7 +289,7 @@ def test_cached_list_joins_item_lookups_already_in_flight() -> None:
 
 def test_item_lookups_join_a_batch_in_flight_and_survive_the_batch_caller_cancelling() -> None:
     store = _Store()
-    store.gates[("batch", "@a")] = gate = defer.Deferred()
+    store.gates[("batch", "@a")] = gate = _new_gate()
     batch = store.get_names(["@a"])
     single = store.get_name("@a")
     assert store.calls["@a"] == 0
@@ -296,7 +302,7 @@ def test_item_lookups_join_a_batch_in_flight_and_survive_the_batch_caller_cancel
 
 def test_cached_list_invalidated_in_flight_does_not_store() -> None:
     store = _Store()
-    store.gates[("batch", "@a")] = gate = defer.Deferred()
+    store.gates[("batch", "@a")] = gate = _new_gate()
     batch = store.get_names(["@a"])
     store.get_name.invalidate(("@a",))
     gate.callback(None)
@@ -307,7 +313,7 @@ def test_cached_list_invalidated_in_flight_does_not_store() -> None:
 def test_cached_list_failure_fails_joined_item_lookups_and_caches_nothing() -> None:
     store = _Store()
     store.fail_next.add(("batch", "@a"))
-    store.gates[("batch", "@a")] = gate = defer.Deferred()
+    store.gates[("batch", "@a")] = gate = _new_gate()
     batch = store.get_names(["@a"])
     single = store.get_name("@a")
     gate.callback(None)
@@ -350,3 +356,33 @@ def test_cached_rejects_star_args_without_num_args() -> None:
             @cached()
             async def get_thing(self, *ids: str) -> str:
                 return ""
+
+
+class _ThreadedStore:
+    """Reads in a real thread pool, as the database layer does."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+
+    @cached()
+    async def get_slow(self, key: str) -> str:
+        from twisted.internet import threads
+
+        def _read() -> str:
+            import time
+
+            self.reads += 1
+            time.sleep(0.05)
+            return key * 2
+
+        return await threads.deferToThread(_read)
+
+
+@pytest_twisted.ensureDeferred
+async def test_real_reactor_concurrent_callers_share_one_threaded_read() -> None:
+    store = _ThreadedStore()
+    results = await gather_results(*(store.get_slow("ab") for _ in range(5)))
+    assert results == ("abab",) * 5
+    assert store.reads == 1
+    assert await store.get_slow("ab") == "abab"
+    assert store.reads == 1
