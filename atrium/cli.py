@@ -25,13 +25,28 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="atrium", description="Atrium Matrix homeserver")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="run the main process (everything, when no workers are configured)")
-    run.add_argument("-c", "--config", action="append", help="homeserver.yaml (default: ./atrium-data/homeserver.yaml, created on first run)")
+    run = sub.add_parser(
+        "run", help="run the main process (everything, when no workers are configured)"
+    )
+    run.add_argument(
+        "-c",
+        "--config",
+        action="append",
+        help="homeserver.yaml (default: ./atrium-data/homeserver.yaml, created on first run)",
+    )
 
     worker = sub.add_parser("worker", help="run a worker process")
-    worker.add_argument("-c", "--config", action="append", required=True, help="homeserver.yaml, then the worker's file")
+    worker.add_argument(
+        "-c",
+        "--config",
+        action="append",
+        required=True,
+        help="homeserver.yaml, then the worker's file",
+    )
 
-    gen = sub.add_parser("generate-config", help="write a data directory with homeserver.yaml and a signing key")
+    gen = sub.add_parser(
+        "generate-config", help="write a data directory with homeserver.yaml and a signing key"
+    )
     gen.add_argument("--server-name", required=True)
     gen.add_argument("--data-dir", required=True, type=Path)
     gen.add_argument("--database-url")
@@ -66,7 +81,9 @@ def _first_run_config() -> list[str]:
     path = DEFAULT_DATA_DIR / "homeserver.yaml"
     if not path.exists():
         generate_config(DEFAULT_DATA_DIR, "localhost")
-        print(f"atrium: created {path} (server name 'localhost', SQLite database, registration closed)")
+        print(
+            f"atrium: created {path} (server name 'localhost', SQLite database, registration closed)"
+        )
     return [str(path)]
 
 
@@ -75,7 +92,14 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
     workers = parse_workers_spec(args.workers) if args.workers else None
     federation = None
-    if any([args.federation_port, args.tls_cert, args.federation_skip_verify, args.federation_allow_private_ips]):
+    if any(
+        [
+            args.federation_port,
+            args.tls_cert,
+            args.federation_skip_verify,
+            args.federation_allow_private_ips,
+        ]
+    ):
         federation = {
             "port": args.federation_port or 8448,
             "tls_certificate_path": args.tls_cert,
@@ -111,9 +135,13 @@ def main(argv: list[str] | None = None) -> int:
         paths = args.config or (_first_run_config() if args.command == "run" else [])
         config: HomeServerConfig = load_config(paths)
         if args.command == "run" and config.is_worker:
-            raise ConfigError("config", "a worker file was given to `atrium run`; use `atrium worker`")
+            raise ConfigError(
+                "config", "a worker file was given to `atrium run`; use `atrium worker`"
+            )
         if args.command == "worker" and not config.is_worker:
-            raise ConfigError("config", "`atrium worker` needs homeserver.yaml and a worker file (-c twice)")
+            raise ConfigError(
+                "config", "`atrium worker` needs homeserver.yaml and a worker file (-c twice)"
+            )
     except ConfigError as e:
         print(f"atrium: config error: {e}", file=sys.stderr)
         return EXIT_CONFIG

@@ -47,7 +47,9 @@ TooLarge = _error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "M_TOO_LARGE", "Request t
 UserInUse = _error(HTTPStatus.BAD_REQUEST, "M_USER_IN_USE", "User ID already taken")
 InvalidUsername = _error(HTTPStatus.BAD_REQUEST, "M_INVALID_USERNAME", "Invalid user name")
 RoomInUse = _error(HTTPStatus.BAD_REQUEST, "M_ROOM_IN_USE", "Room alias already taken")
-UnsupportedRoomVersion = _error(HTTPStatus.BAD_REQUEST, "M_UNSUPPORTED_ROOM_VERSION", "Unsupported room version")
+UnsupportedRoomVersion = _error(
+    HTTPStatus.BAD_REQUEST, "M_UNSUPPORTED_ROOM_VERSION", "Unsupported room version"
+)
 Unknown = _error(HTTPStatus.BAD_REQUEST, "M_UNKNOWN", "Unknown error")
 Exclusive = _error(HTTPStatus.BAD_REQUEST, "M_EXCLUSIVE", "Reserved by an application service")
 Unsupported = _error(HTTPStatus.BAD_REQUEST, "M_UNRECOGNIZED", "Unsupported")

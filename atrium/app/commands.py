@@ -15,7 +15,9 @@ def setup_logging(config: HomeServerConfig) -> None:
         handler = logging.FileHandler(config.log_file)
     else:
         handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(f"%(asctime)s {config.instance_name} %(name)s %(levelname)s %(message)s"))
+    handler.setFormatter(
+        logging.Formatter(f"%(asctime)s {config.instance_name} %(name)s %(levelname)s %(message)s")
+    )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(config.log_level)
@@ -126,7 +128,11 @@ def migrate(config: HomeServerConfig) -> int:
             after = await prepare_database(db, allow_migrate=True)
         finally:
             db.close()
-        print(f"atrium: schema version {before} -> {after}" if after != before else f"atrium: schema at version {after}, nothing to do")
+        print(
+            f"atrium: schema version {before} -> {after}"
+            if after != before
+            else f"atrium: schema at version {after}, nothing to do"
+        )
         return 0
 
     return _run_async(go)

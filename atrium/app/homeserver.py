@@ -66,7 +66,9 @@ class HomeServer:
     async def setup(self, allow_migrate: bool = True) -> None:
         config = self.config
         self.db = DatabasePool(
-            create_engine(config.database_url), self.reactor, max_connections=config.database_max_connections
+            create_engine(config.database_url),
+            self.reactor,
+            max_connections=config.database_max_connections,
         )
         self.db.start()
         await prepare_database(self.db, allow_migrate=allow_migrate)
@@ -79,17 +81,33 @@ class HomeServer:
     def _build_handlers(self) -> None:
         config, clock = self.config, self.clock
         rl_enabled = config.rate_limits_enabled
-        self.ratelimit_login = Ratelimiter(clock, config.rate_limit_login.per_second, config.rate_limit_login.burst_count, rl_enabled)
+        self.ratelimit_login = Ratelimiter(
+            clock,
+            config.rate_limit_login.per_second,
+            config.rate_limit_login.burst_count,
+            rl_enabled,
+        )
         self.ratelimit_registration = Ratelimiter(
-            clock, config.rate_limit_registration.per_second, config.rate_limit_registration.burst_count, rl_enabled
+            clock,
+            config.rate_limit_registration.per_second,
+            config.rate_limit_registration.burst_count,
+            rl_enabled,
         )
         self.ratelimit_message = Ratelimiter(
-            clock, config.rate_limit_message.per_second, config.rate_limit_message.burst_count, rl_enabled
+            clock,
+            config.rate_limit_message.per_second,
+            config.rate_limit_message.burst_count,
+            rl_enabled,
         )
         self.auth = AuthHandler(self.stores.accounts, clock, self.server_name)
         self.uia = InteractiveAuth(self.auth, clock)
         self.registration = RegistrationHandler(
-            self.stores.accounts, self.auth, self.uia, clock, self.server_name, config.enable_registration
+            self.stores.accounts,
+            self.auth,
+            self.uia,
+            clock,
+            self.server_name,
+            config.enable_registration,
         )
         self.devices = DeviceHandler(self.stores.accounts)
 

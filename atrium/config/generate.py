@@ -24,7 +24,9 @@ def parse_workers_spec(spec: str) -> list[tuple[str, int]]:
     for part in filter(None, (p.strip() for p in spec.split(","))):
         app, _, count = part.partition(":")
         if app not in WORKER_APPS:
-            raise ConfigError("--workers", f"unknown worker type {app!r} (one of {', '.join(WORKER_APPS)})")
+            raise ConfigError(
+                "--workers", f"unknown worker type {app!r} (one of {', '.join(WORKER_APPS)})"
+            )
         try:
             n = int(count) if count else 1
         except ValueError:
@@ -55,7 +57,9 @@ def generate_config(
     data_dir.mkdir(parents=True, exist_ok=True)
     config_path = data_dir / "homeserver.yaml"
     if config_path.exists() and not overwrite:
-        raise ConfigError("--data-dir", f"{config_path} already exists; remove it or choose another directory")
+        raise ConfigError(
+            "--data-dir", f"{config_path} already exists; remove it or choose another directory"
+        )
     key_path = data_dir / "signing.key"
     if not key_path.exists():
         write_signing_key_file(key_path, [generate_signing_key()])

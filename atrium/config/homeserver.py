@@ -129,7 +129,10 @@ def _read_yaml(path: str) -> dict[str, Any]:
 
 def _validate(data: dict[str, Any], schema: dict[str, Any], path: str) -> None:
     validator = jsonschema.Draft202012Validator(schema)
-    errors = sorted(validator.iter_errors(data), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    errors = sorted(
+        validator.iter_errors(data),
+        key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))),
+    )
     if not errors:
         return
     err = errors[0]
@@ -172,7 +175,12 @@ def _listeners(items: list[dict[str, Any]]) -> tuple[Listener, ...]:
     return tuple(result)
 
 
-def parse_config(data: dict[str, Any], config_path: str, worker: dict[str, Any] | None = None, worker_path: str = "") -> HomeServerConfig:
+def parse_config(
+    data: dict[str, Any],
+    config_path: str,
+    worker: dict[str, Any] | None = None,
+    worker_path: str = "",
+) -> HomeServerConfig:
     """Build a HomeServerConfig from already-read YAML mappings."""
     _validate(data, HOMESERVER_SCHEMA, config_path)
     config_dir = Path(config_path).resolve().parent
@@ -186,7 +194,7 @@ def parse_config(data: dict[str, Any], config_path: str, worker: dict[str, Any] 
     db_url = database["url"]
     if db_url.startswith("sqlite:///") and not db_url.startswith("sqlite:////"):
         # sqlite:///relative/path -> relative to the config file.
-        db_url = f"sqlite:///{rel(db_url[len('sqlite:///'):])}"
+        db_url = f"sqlite:///{rel(db_url[len('sqlite:///') :])}"
     rate_limits = data.get("rate_limits") or {}
     stream_writers = {k: tuple(v) for k, v in (data.get("stream_writers") or {}).items()}
     instance_map = {
@@ -238,22 +246,36 @@ def _check_consistency(config: HomeServerConfig, config_path: str, worker_path: 
     for stream, writers in config.stream_writers.items():
         for writer in writers:
             if writer != MASTER_INSTANCE and writer not in config.instance_map:
-                raise ConfigError(f"stream_writers.{stream}", f"writer {writer!r} is not in instance_map", config_path)
+                raise ConfigError(
+                    f"stream_writers.{stream}",
+                    f"writer {writer!r} is not in instance_map",
+                    config_path,
+                )
     if config.is_worker:
         if not config.worker_replication_secret:
-            raise ConfigError("worker_replication_secret", "is required when running workers", config_path)
+            raise ConfigError(
+                "worker_replication_secret", "is required when running workers", config_path
+            )
         if not config.redis_url:
             raise ConfigError("redis.url", "is required when running workers", config_path)
         if config.database_url.startswith("sqlite"):
-            raise ConfigError("database.url", "workers need PostgreSQL (SQLite serves one process only)", config_path)
-        if config.worker_app == "event_writer" and config.worker_name not in config.writers_for("events"):
+            raise ConfigError(
+                "database.url",
+                "workers need PostgreSQL (SQLite serves one process only)",
+                config_path,
+            )
+        if config.worker_app == "event_writer" and config.worker_name not in config.writers_for(
+            "events"
+        ):
             raise ConfigError(
                 "worker_name",
                 f"event_writer {config.worker_name!r} is not listed in stream_writers.events of homeserver.yaml",
                 worker_path,
             )
         if config.worker_name == MASTER_INSTANCE:
-            raise ConfigError("worker_name", f"{MASTER_INSTANCE!r} is reserved for the main process", worker_path)
+            raise ConfigError(
+                "worker_name", f"{MASTER_INSTANCE!r} is reserved for the main process", worker_path
+            )
 
 
 def load_config(paths: list[str]) -> HomeServerConfig:

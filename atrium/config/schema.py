@@ -28,7 +28,17 @@ _LISTENER: dict[str, Any] = {
         "tls": {"type": "boolean"},
         "resources": {
             "type": "array",
-            "items": {"enum": ["client", "federation", "keys", "replication", "health", "metrics", "admin"]},
+            "items": {
+                "enum": [
+                    "client",
+                    "federation",
+                    "keys",
+                    "replication",
+                    "health",
+                    "metrics",
+                    "admin",
+                ]
+            },
         },
     },
 }
@@ -54,7 +64,10 @@ HOMESERVER_SCHEMA: dict[str, Any] = {
         "redis": {
             "type": "object",
             "additionalProperties": False,
-            "properties": {"url": {"type": "string", "pattern": "^rediss?://"}, "channel": {"type": "string"}},
+            "properties": {
+                "url": {"type": "string", "pattern": "^rediss?://"},
+                "channel": {"type": "string"},
+            },
         },
         "listeners": {"type": "array", "items": _LISTENER, "minItems": 1},
         "enable_registration": {"type": "boolean"},
@@ -78,7 +91,15 @@ HOMESERVER_SCHEMA: dict[str, Any] = {
             "additionalProperties": False,
             "properties": {
                 name: {"type": "array", "items": {"type": "string"}, "minItems": 1}
-                for name in ("events", "typing", "to_device", "account_data", "receipts", "presence", "push_rules")
+                for name in (
+                    "events",
+                    "typing",
+                    "to_device",
+                    "account_data",
+                    "receipts",
+                    "presence",
+                    "push_rules",
+                )
             },
         },
         "instance_map": {
@@ -87,7 +108,11 @@ HOMESERVER_SCHEMA: dict[str, Any] = {
                 "type": "object",
                 "additionalProperties": False,
                 "required": ["host", "port"],
-                "properties": {"host": {"type": "string"}, "port": {"type": "integer"}, "tls": {"type": "boolean"}},
+                "properties": {
+                    "host": {"type": "string"},
+                    "port": {"type": "integer"},
+                    "tls": {"type": "boolean"},
+                },
             },
         },
         "health": {
@@ -117,7 +142,9 @@ WORKER_SCHEMA: dict[str, Any] = {
     "required": ["worker_name", "worker_app"],
     "properties": {
         "worker_name": {"type": "string", "pattern": r"^[A-Za-z0-9_\-]+$"},
-        "worker_app": {"enum": ["sync", "federation_reader", "event_writer", "generic", "federation_sender"]},
+        "worker_app": {
+            "enum": ["sync", "federation_reader", "event_writer", "generic", "federation_sender"]
+        },
         "listeners": {"type": "array", "items": _LISTENER},
         "log_level": {"enum": ["DEBUG", "INFO", "WARNING", "ERROR"]},
         "log_file": {"type": ["string", "null"]},

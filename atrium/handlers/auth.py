@@ -36,7 +36,9 @@ class Requester:
 
 def hash_password_sync(password: str) -> str:
     salt = secrets.token_bytes(16)
-    digest = hashlib.scrypt(password.encode("utf-8"), salt=salt, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P, dklen=32)
+    digest = hashlib.scrypt(
+        password.encode("utf-8"), salt=salt, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P, dklen=32
+    )
     b64 = base64.b64encode
     return f"scrypt${_SCRYPT_N}${_SCRYPT_R}${_SCRYPT_P}${b64(salt).decode()}${b64(digest).decode()}"
 
@@ -83,7 +85,9 @@ class AuthHandler:
             return False
         return await threads.deferToThread(check_password_sync, password, user.password_hash)
 
-    async def get_requester(self, request: Request, allow_missing: bool = False) -> Requester | None:
+    async def get_requester(
+        self, request: Request, allow_missing: bool = False
+    ) -> Requester | None:
         """The Requester of an authenticated request (M_MISSING_TOKEN / M_UNKNOWN_TOKEN)."""
         token = access_token_from(request)
         if token is None:
@@ -105,7 +109,9 @@ class AuthHandler:
             raise Forbidden("You are not a server admin")
         return requester
 
-    async def login(self, user_id: str, device_id: str | None, display_name: str | None) -> tuple[str, str]:
+    async def login(
+        self, user_id: str, device_id: str | None, display_name: str | None
+    ) -> tuple[str, str]:
         """Create (or reuse) a device and a fresh access token; (device_id, token)."""
         device_id = device_id or new_device_id()
         await self.accounts.store_device(user_id, device_id, display_name)

@@ -87,7 +87,11 @@ class InteractiveAuth:
                 except Exception:
                     named = None
                 password = auth.get("password")
-                if named == user_id and isinstance(password, str) and await self.auth.check_password(user_id, password):
+                if (
+                    named == user_id
+                    and isinstance(password, str)
+                    and await self.auth.check_password(user_id, password)
+                ):
                     completed.add(stage)
                 else:
                     error = {"errcode": "M_FORBIDDEN", "error": "Invalid password"}
@@ -142,7 +146,9 @@ class RegistrationHandler:
         """Create a local user (used by the API, the CLI and the admin API)."""
         user_id = self.check_localpart(localpart.lower())
         password_hash = await self.auth.hash_password(password) if password else None
-        if not await self.accounts.register_user(user_id, password_hash, self.clock.time_msec(), admin):
+        if not await self.accounts.register_user(
+            user_id, password_hash, self.clock.time_msec(), admin
+        ):
             raise UserInUse("User ID already taken")
         return user_id
 
@@ -169,6 +175,8 @@ class RegistrationHandler:
             display = body.get("initial_device_display_name")
             if device_id is not None and not isinstance(device_id, str):
                 raise BadJson("'device_id' must be a string")
-            device_id, token = await self.auth.login(user_id, device_id, display if isinstance(display, str) else None)
+            device_id, token = await self.auth.login(
+                user_id, device_id, display if isinstance(display, str) else None
+            )
             result.update(access_token=token, device_id=device_id)
         return result

@@ -49,7 +49,13 @@ def parse_json_object(request: Request, max_size: int, allow_empty: bool = False
     return body
 
 
-def query_string(request: Request, name: str, default: str | None = None, required: bool = False, allowed: tuple[str, ...] | None = None) -> str | None:
+def query_string(
+    request: Request,
+    name: str,
+    default: str | None = None,
+    required: bool = False,
+    allowed: tuple[str, ...] | None = None,
+) -> str | None:
     values = (request.args or {}).get(name.encode("ascii"))
     if not values:
         if required:
@@ -72,7 +78,13 @@ def query_strings(request: Request, name: str) -> list[str]:
         raise InvalidParam(f"Query parameter {name!r} is not valid UTF-8") from None
 
 
-def query_int(request: Request, name: str, default: int | None = None, minimum: int | None = None, maximum: int | None = None) -> int | None:
+def query_int(
+    request: Request,
+    name: str,
+    default: int | None = None,
+    minimum: int | None = None,
+    maximum: int | None = None,
+) -> int | None:
     value = query_string(request, name)
     if value is None:
         return default
@@ -100,8 +112,9 @@ def query_bool(request: Request, name: str, default: bool = False) -> bool:
 
 def access_token_from(request: Request) -> str | None:
     """The access token: ``Authorization: Bearer`` header or ``access_token`` query."""
-    header = request.getHeader(b"authorization")
-    if header:
+    raw = request.getHeader(b"authorization")
+    if raw:
+        header = raw.decode("latin-1") if isinstance(raw, bytes) else raw
         scheme, _, token = header.partition(" ")
         if scheme.lower() == "bearer" and token.strip():
             return token.strip()

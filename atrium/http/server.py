@@ -32,7 +32,9 @@ logger = logging.getLogger(__name__)
 
 Servlet = Callable[..., Awaitable[tuple[int, Any]]]
 
-REQUESTS = Counter("atrium_http_requests_total", "HTTP requests by route and status", ["method", "route", "code"])
+REQUESTS = Counter(
+    "atrium_http_requests_total", "HTTP requests by route and status", ["method", "route", "code"]
+)
 REQUEST_SECONDS = Histogram(
     "atrium_http_request_seconds",
     "HTTP request processing time by route",
@@ -77,9 +79,18 @@ class Router:
         self._literal: dict[tuple[str, str], Route] = {}
         self._by_prefix: dict[str, list[Route]] = {}
 
-    def register(self, method: str, paths: str | Iterable[str], servlet: Servlet, group: str, name: str | None = None) -> None:
+    def register(
+        self,
+        method: str,
+        paths: str | Iterable[str],
+        servlet: Servlet,
+        group: str,
+        name: str | None = None,
+    ) -> None:
         for path in [paths] if isinstance(paths, str) else paths:
-            route = Route(method.upper(), path, group, name or servlet.__name__, servlet, _compile(path))
+            route = Route(
+                method.upper(), path, group, name or servlet.__name__, servlet, _compile(path)
+            )
             self.routes.append(route)
             if "{" not in path:
                 self._literal[(route.method, path)] = route
@@ -140,7 +151,11 @@ class JsonResource(Resource):
         method = request.method.decode("ascii", "replace")
         if getattr(request, "too_large", False):
             limit = getattr(request, "max_body_size", 0)
-            respond(request, 413, {"errcode": "M_TOO_LARGE", "error": f"Request body is over the {limit} byte limit"})
+            respond(
+                request,
+                413,
+                {"errcode": "M_TOO_LARGE", "error": f"Request body is over the {limit} byte limit"},
+            )
             return NOT_DONE_YET
         if method == "OPTIONS":
             respond(request, 200, {})
@@ -153,7 +168,9 @@ class JsonResource(Resource):
             if known:
                 respond(request, 405, {"errcode": "M_UNRECOGNIZED", "error": "Method not allowed"})
             else:
-                respond(request, 404, {"errcode": "M_UNRECOGNIZED", "error": "Unrecognized request"})
+                respond(
+                    request, 404, {"errcode": "M_UNRECOGNIZED", "error": "Unrecognized request"}
+                )
             REQUESTS.labels(method, "unknown", "404").inc()
             return NOT_DONE_YET
         d = defer.ensureDeferred(self._run(request, route, method, params))
@@ -161,7 +178,9 @@ class JsonResource(Resource):
         request.notifyFinish().addErrback(lambda _f: d.cancel())
         return NOT_DONE_YET
 
-    async def _run(self, request: Request, route: Route, method: str, params: dict[str, str]) -> None:
+    async def _run(
+        self, request: Request, route: Route, method: str, params: dict[str, str]
+    ) -> None:
         start = time.perf_counter()
         code = 500
         try:

@@ -42,6 +42,10 @@ class Ratelimiter:
 
     def _prune(self, now: float) -> None:
         # Buckets that have refilled completely carry no information.
-        full = [k for k, (t, last) in self._buckets.items() if t + (now - last) * self.per_second >= self.burst_count]
+        full = [
+            k
+            for k, (t, last) in self._buckets.items()
+            if t + (now - last) * self.per_second >= self.burst_count
+        ]
         for k in full:
             del self._buckets[k]

@@ -54,7 +54,9 @@ class JsonClient:
         bearer = self.access_token if token is True else (token or None)
         if bearer:
             hdrs.setRawHeaders("Authorization", [f"Bearer {bearer}"])
-        payload = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        payload = (
+            raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        )
         producer = BytesProducer(payload) if payload is not None else None
         resp = await self.agent.request(method.encode(), url.encode(), hdrs, producer)
         data = await readBody(resp)
@@ -75,11 +77,17 @@ class JsonClient:
     # -- conveniences -------------------------------------------------------------
     async def register(self, username: str, password: str = "secret-pw") -> JsonClient:
         """Register (dummy UIA) and return a client logged in as the new user."""
-        first = await self.post("/_matrix/client/v3/register", {"username": username, "password": password}, token=False)
+        first = await self.post(
+            "/_matrix/client/v3/register", {"username": username, "password": password}, token=False
+        )
         assert first.code == 401, first
         done = await self.post(
             "/_matrix/client/v3/register",
-            {"username": username, "password": password, "auth": {"type": "m.login.dummy", "session": first.json["session"]}},
+            {
+                "username": username,
+                "password": password,
+                "auth": {"type": "m.login.dummy", "session": first.json["session"]},
+            },
             token=False,
         )
         assert done.code == 200, done

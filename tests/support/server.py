@@ -31,7 +31,9 @@ async def running_homeserver(
 
     db_url = create_postgres_database(postgres_server) if db_kind == "postgres" else None
     data_dir = tmp_path / f"hs-{server_name}"
-    config_path, _ = generate_config(data_dir, server_name, database_url=db_url, http_port=0, enable_registration=True)
+    config_path, _ = generate_config(
+        data_dir, server_name, database_url=db_url, http_port=0, enable_registration=True
+    )
     data = yaml.safe_load(config_path.read_text())
     data.setdefault("rate_limits", {})["enabled"] = False
     for key, value in overrides.items():

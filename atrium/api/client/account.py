@@ -10,7 +10,14 @@ from typing import Any
 
 from twisted.web.server import Request
 
-from atrium.errors import BadJson, Forbidden, InteractiveAuthIncomplete, MissingParam, NotFound, Unknown
+from atrium.errors import (
+    BadJson,
+    Forbidden,
+    InteractiveAuthIncomplete,
+    MissingParam,
+    NotFound,
+    Unknown,
+)
 from atrium.handlers.registration import user_id_from_identifier
 from atrium.http.request import parse_json_object, query_string
 from atrium.http.server import Router, client_paths
@@ -64,7 +71,11 @@ def register_servlets(hs: Any, router: Router) -> None:
             raise Unknown(f"Unknown login type {login_type!r}")
         password = body.get("password")
         if not isinstance(password, str):
-            raise MissingParam("Missing 'password'") if password is None else BadJson("'password' must be a string")
+            raise (
+                MissingParam("Missing 'password'")
+                if password is None
+                else BadJson("'password' must be a string")
+            )
         user_id = user_id_from_identifier(body, config.server_name)
         hs.ratelimit_login.check(_ip(request))
         hs.ratelimit_login.check(user_id)
@@ -99,7 +110,11 @@ def register_servlets(hs: Any, router: Router) -> None:
 
     async def whoami(request: Request) -> tuple[int, Any]:
         requester = await auth.get_requester(request)
-        return 200, {"user_id": requester.user_id, "device_id": requester.device_id, "is_guest": False}
+        return 200, {
+            "user_id": requester.user_id,
+            "device_id": requester.device_id,
+            "is_guest": False,
+        }
 
     # -- password ----------------------------------------------------------------
     async def change_password(request: Request) -> tuple[int, Any]:
@@ -111,12 +126,16 @@ def register_servlets(hs: Any, router: Router) -> None:
 
         async def go() -> tuple[int, Any]:
             await hs.uia.check(body, [["m.login.password"]], user_id=requester.user_id)
-            await accounts.set_password_hash(requester.user_id, await auth.hash_password(new_password))
+            await accounts.set_password_hash(
+                requester.user_id, await auth.hash_password(new_password)
+            )
             if body.get("logout_devices", True):
                 devices = await accounts.get_devices(requester.user_id)
                 others = [d for d in devices if d != requester.device_id]
                 await hs.devices.delete_devices(requester.user_id, others)
-                await accounts.delete_all_access_tokens(requester.user_id, except_token_id=requester.token_id)
+                await accounts.delete_all_access_tokens(
+                    requester.user_id, except_token_id=requester.token_id
+                )
             return 200, {}
 
         return await uia_or_401(request, go())
@@ -187,11 +206,15 @@ def register_servlets(hs: Any, router: Router) -> None:
     router.register("POST", client_paths("/logout"), logout, group="client_account")
     router.register("POST", client_paths("/logout/all"), logout_all, group="client_account")
     router.register("GET", client_paths("/account/whoami"), whoami, group="client_read")
-    router.register("POST", client_paths("/account/password"), change_password, group="client_account")
+    router.register(
+        "POST", client_paths("/account/password"), change_password, group="client_account"
+    )
     router.register("GET", client_paths("/devices"), list_devices, group="client_read")
     router.register("GET", client_paths("/devices/{device_id}"), get_device, group="client_read")
-    router.register("PUT", client_paths("/devices/{device_id}"), update_device, group="client_account")
-    router.register("DELETE", client_paths("/devices/{device_id}"), delete_device, group="client_account")
+    router.register(
+        "PUT", client_paths("/devices/{device_id}"), update_device, group="client_account"
+    )
+    router.register(
+        "DELETE", client_paths("/devices/{device_id}"), delete_device, group="client_account"
+    )
     router.register("POST", client_paths("/delete_devices"), delete_devices, group="client_account")
-
-

@@ -50,7 +50,9 @@ class AccountStore:
         self.db = db
 
     # -- users -----------------------------------------------------------------
-    async def register_user(self, user_id: str, password_hash: str | None, creation_ts: int, admin: bool = False) -> bool:
+    async def register_user(
+        self, user_id: str, password_hash: str | None, creation_ts: int, admin: bool = False
+    ) -> bool:
         """Create a user; False if the ID is taken."""
 
         def txn_fn(txn: Transaction) -> bool:
@@ -60,7 +62,9 @@ class AccountStore:
                 "INSERT INTO users (user_id, password_hash, creation_ts, admin, deactivated) VALUES (?, ?, ?, ?, FALSE)",
                 (user_id, password_hash, creation_ts, admin),
             )
-            txn.upsert("profiles", {"user_id": user_id}, {"displayname": user_id[1:].split(":", 1)[0]})
+            txn.upsert(
+                "profiles", {"user_id": user_id}, {"displayname": user_id[1:].split(":", 1)[0]}
+            )
             txn.call_after(self.get_user.invalidate, (user_id,))
             return True
 
@@ -80,14 +84,18 @@ class AccountStore:
 
     async def set_password_hash(self, user_id: str, password_hash: str | None) -> None:
         def txn_fn(txn: Transaction) -> None:
-            txn.execute("UPDATE users SET password_hash = ? WHERE user_id = ?", (password_hash, user_id))
+            txn.execute(
+                "UPDATE users SET password_hash = ? WHERE user_id = ?", (password_hash, user_id)
+            )
             txn.call_after(self.get_user.invalidate, (user_id,))
 
         await self.db.run_interaction("set_password_hash", txn_fn)
 
     async def set_deactivated(self, user_id: str, deactivated: bool) -> None:
         def txn_fn(txn: Transaction) -> None:
-            txn.execute("UPDATE users SET deactivated = ? WHERE user_id = ?", (deactivated, user_id))
+            txn.execute(
+                "UPDATE users SET deactivated = ? WHERE user_id = ?", (deactivated, user_id)
+            )
             txn.call_after(self.get_user.invalidate, (user_id,))
 
         await self.db.run_interaction("set_deactivated", txn_fn)
@@ -117,7 +125,9 @@ class AccountStore:
         """Create the device if new (True), leave an existing one alone (False)."""
 
         def txn_fn(txn: Transaction) -> bool:
-            if txn.select_one("SELECT 1 FROM devices WHERE user_id = ? AND device_id = ?", (user_id, device_id)):
+            if txn.select_one(
+                "SELECT 1 FROM devices WHERE user_id = ? AND device_id = ?", (user_id, device_id)
+            ):
                 return False
             txn.execute(
                 "INSERT INTO devices (user_id, device_id, display_name) VALUES (?, ?, ?)",
@@ -148,11 +158,16 @@ class AccountStore:
 
         return await self.db.run_interaction("update_device", txn_fn)
 
-    async def update_device_last_seen(self, user_id: str, device_id: str, ts: int, ip: str | None) -> None:
+    async def update_device_last_seen(
+        self, user_id: str, device_id: str, ts: int, ip: str | None
+    ) -> None:
         await self.db.execute(
             "update_device_last_seen",
             "UPDATE devices SET last_seen_ts = ?, last_seen_ip = ? WHERE user_id = ? AND device_id = ?",
-            ts, ip, user_id, device_id,
+            ts,
+            ip,
+            user_id,
+            device_id,
         )
 
     async def delete_devices(self, user_id: str, device_ids: list[str]) -> None:
@@ -161,17 +176,25 @@ class AccountStore:
         def txn_fn(txn: Transaction) -> None:
             for device_id in device_ids:
                 self._delete_tokens_txn(txn, user_id, device_id)
-                txn.execute("DELETE FROM devices WHERE user_id = ? AND device_id = ?", (user_id, device_id))
+                txn.execute(
+                    "DELETE FROM devices WHERE user_id = ? AND device_id = ?", (user_id, device_id)
+                )
 
         await self.db.run_interaction("delete_devices", txn_fn)
 
     # -- access tokens -----------------------------------------------------------
-    async def add_access_token(self, user_id: str, device_id: str, token: str, created_ts: int) -> int:
+    async def add_access_token(
+        self, user_id: str, device_id: str, token: str, created_ts: int
+    ) -> int:
         token_id = secrets.randbits(52)
         await self.db.execute(
             "add_access_token",
             "INSERT INTO access_tokens (id, token_hash, user_id, device_id, created_ts) VALUES (?, ?, ?, ?, ?)",
-            token_id, hash_token(token), user_id, device_id, created_ts,
+            token_id,
+            hash_token(token),
+            user_id,
+            device_id,
+            created_ts,
         )
         return token_id
 
@@ -187,7 +210,13 @@ class AccountStore:
         )
         return TokenLookup(rows[0][0], rows[0][1], int(rows[0][2])) if rows else None
 
-    def _delete_tokens_txn(self, txn: Transaction, user_id: str, device_id: str | None, except_token_id: int | None = None) -> None:
+    def _delete_tokens_txn(
+        self,
+        txn: Transaction,
+        user_id: str,
+        device_id: str | None,
+        except_token_id: int | None = None,
+    ) -> None:
         sql = "SELECT token_hash, id FROM access_tokens WHERE user_id = ?"
         args: list[Any] = [user_id]
         if device_id is not None:
@@ -207,8 +236,12 @@ class AccountStore:
 
         await self.db.run_interaction("delete_access_token", txn_fn)
 
-    async def delete_all_access_tokens(self, user_id: str, except_token_id: int | None = None) -> None:
-        await self.db.run_interaction("delete_all_access_tokens", self._delete_tokens_txn, user_id, None, except_token_id)
+    async def delete_all_access_tokens(
+        self, user_id: str, except_token_id: int | None = None
+    ) -> None:
+        await self.db.run_interaction(
+            "delete_all_access_tokens", self._delete_tokens_txn, user_id, None, except_token_id
+        )
 
     # -- profiles ------------------------------------------------------------------
     @cached(max_entries=10000)
