@@ -1,0 +1,1 @@
+"""Small building blocks shared by every layer: caches, async helpers, the clock."""
