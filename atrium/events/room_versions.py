@@ -56,6 +56,10 @@ class RoomVersion:
     # v1-5: m.room.aliases events are allowed if the state_key is the sender's
     # domain, bypassing power levels.
     special_case_aliases_auth: bool
+    # v1-2: auth rule 11 of rooms/v1 — an m.room.redaction needs the redact
+    # level, or an event ID on the same domain as the redacted event's ID.
+    # From v3 the auth rules no longer look at redactions specially.
+    special_case_redaction_auth: bool
     # v6+: integers out of the [-(2**53)+1, (2**53)-1] range and floats are
     # refused in events (canonical JSON is strict).
     strict_canonicaljson: bool
@@ -96,6 +100,7 @@ def _version(
         redaction_rules=redaction_rules,
         enforce_key_validity=number >= 5,
         special_case_aliases_auth=number <= 5,
+        special_case_redaction_auth=number <= 2,
         strict_canonicaljson=number >= 6,
         limit_notifications_power_levels=number >= 6,
         knock_join_rule=number >= 7,
