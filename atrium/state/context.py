@@ -60,6 +60,10 @@ class EventContext:
       apply: after == before).
     - ``state_group_writes``: groups allocated for this event, still to be
       written with it (parents first).
+    - ``unwritten_states``: the states of groups this context refers to that
+      may not be in the database yet (its own new groups, and the group of a
+      not-yet-persisted prev event it shares), so reading them never depends
+      on the group cache keeping them.
     """
 
     state_group_before: int | None
@@ -68,6 +72,7 @@ class EventContext:
     delta_ids: StateMap | None = None
     rejected: str | None = None
     state_group_writes: tuple[StateGroupWrite, ...] = ()
+    unwritten_states: Mapping[int, StateMap] = attrs.field(factory=dict, eq=False, repr=False)
 
     @staticmethod
     def for_outlier(rejected: str | None = None) -> EventContext:
@@ -85,18 +90,15 @@ class EventContext:
         prev_group = delta_ids = None
         if before_writes:
             prev_group, delta_ids = before_writes[0].prev_group, before_writes[0].delta_ids
+        before = self.state_group_before
+        unwritten = {g: s for g, s in self.unwritten_states.items() if g == before}
         return EventContext(
-            self.state_group_before,
-            self.state_group_before,
-            prev_group,
-            delta_ids,
-            reason,
-            before_writes,
+            before, before, prev_group, delta_ids, reason, before_writes, unwritten
         )
 
-    def known_states(self) -> dict[int, StateMap]:
-        """States of the groups this context allocated (not yet in the database)."""
-        return {w.group: w.state for w in self.state_group_writes}
+    def known_states(self) -> Mapping[int, StateMap]:
+        """States of groups this context refers to that may not be written yet."""
+        return self.unwritten_states
 
     async def get_state_ids_before(
         self, state_store: StateGroupStore, types: StateTypes | None = None
@@ -285,16 +287,18 @@ async def compute_event_context(
                 after_group, room_id, event_id, freeze_state(after_state), before_group, delta
             )
         )
-        context = EventContext(
-            before_group, after_group, before_group, delta, None, tuple(writes)
-        )
+        after_prev: tuple[int | None, StateMap | None] = (before_group, delta)
     else:
-        context = EventContext(
-            before_group, before_group, before_prev[0], before_prev[1], None, tuple(writes)
-        )
+        after_group = before_group
+        after_prev = before_prev
+    unwritten = {w.group: w.state for w in writes}
+    if before_group is not None and before_group in known:
+        unwritten[before_group] = known[before_group]
     for write in writes:
         state_store.prefill_group(write.group, write.state)
-    return context
+    return EventContext(
+        before_group, after_group, after_prev[0], after_prev[1], None, tuple(writes), unwritten
+    )
 
 
 async def _prev_state_groups(
