@@ -92,9 +92,7 @@ class EventContext:
             prev_group, delta_ids = before_writes[0].prev_group, before_writes[0].delta_ids
         before = self.state_group_before
         unwritten = {g: s for g, s in self.unwritten_states.items() if g == before}
-        return EventContext(
-            before, before, prev_group, delta_ids, reason, before_writes, unwritten
-        )
+        return EventContext(before, before, prev_group, delta_ids, reason, before_writes, unwritten)
 
     def known_states(self) -> Mapping[int, StateMap]:
         """States of groups this context refers to that may not be written yet."""
@@ -274,6 +272,7 @@ async def compute_event_context(
                 )
             )
 
+    after_group: int | None
     if event.is_state():
         key: StateKey = event.state_key_tuple()
         if before_state is None:
@@ -281,10 +280,11 @@ async def compute_event_context(
         after_state = dict(before_state)
         after_state[key] = event_id
         delta = freeze_state({key: event_id})
-        after_group = await state_store.allocate_state_group_id()
+        new_group = await state_store.allocate_state_group_id()
+        after_group = new_group
         writes.append(
             StateGroupWrite(
-                after_group, room_id, event_id, freeze_state(after_state), before_group, delta
+                new_group, room_id, event_id, freeze_state(after_state), before_group, delta
             )
         )
         after_prev: tuple[int | None, StateMap | None] = (before_group, delta)
@@ -317,7 +317,6 @@ async def _prev_state_groups(
     missing = [p for p in event.prev_event_ids() if p not in groups]
     if missing:
         raise MissingStateError(
-            f"no state known at prev_events {missing} of {event.event_id}; "
-            "pass state_ids_before"
+            f"no state known at prev_events {missing} of {event.event_id}; pass state_ids_before"
         )
     return groups

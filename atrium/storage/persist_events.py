@@ -100,6 +100,8 @@ class _Batch:
     group_writes: Sequence[StateGroupWrite]
     known_chain_lengths: Mapping[int, int]
     received_ts: int
+    filled_backward_extremities: Collection[str] | None
+    known_stored: Collection[str]
 
 
 class PersistEventStore:
@@ -131,6 +133,8 @@ class PersistEventStore:
         new_forward_extremities: Mapping[str, Collection[str]],
         state_deltas: Mapping[str, DeltaState],
         backfilled: bool = False,
+        filled_backward_extremities: Collection[str] | None = None,
+        known_stored: Collection[str] = (),
     ) -> int:
         """Write the batch; returns the stream ordering of its last event.
 
@@ -138,12 +142,20 @@ class PersistEventStore:
         never touch forward extremities or current state. On success each
         event's internal metadata carries its stream_ordering and
         instance_name.
+
+        Two optional hints save statements when the caller already knows:
+        ``filled_backward_extremities``, which of the batch's events are
+        backward extremities now (None: look for all of them), and
+        ``known_stored``, events known to be stored non-outliers (e.g. the old
+        forward extremities), which need no look-up as prev_events.
         """
         gen = self.events.backfill_id_gen if backfilled else self.events.stream_id_gen
         group_writes = _ordered_group_writes(events_and_contexts)
         known_lengths = self.state.known_chain_lengths(group_writes)
         with gen.get_next_mult(len(events_and_contexts)) as ids:
-            orderings = {ev.event_id: so for (ev, _), so in zip(events_and_contexts, ids)}
+            orderings = {
+                ev.event_id: so for (ev, _), so in zip(events_and_contexts, ids, strict=True)
+            }
             batch = _Batch(
                 events_and_contexts,
                 orderings,
@@ -153,6 +165,8 @@ class PersistEventStore:
                 group_writes,
                 known_lengths,
                 self.clock.time_msec(),
+                filled_backward_extremities,
+                known_stored,
             )
             await self.db.run_interaction("persist_events", self._persist_txn, batch)
             for event, _ in events_and_contexts:
@@ -229,7 +243,12 @@ class PersistEventStore:
                 )
             )
             json_rows.append(
-                (event.event_id, event.room_id, encode_internal_metadata(meta), event_json_text(event))
+                (
+                    event.event_id,
+                    event.room_id,
+                    encode_internal_metadata(meta),
+                    event_json_text(event),
+                )
             )
         txn.insert_many(
             "events",
@@ -271,9 +290,7 @@ class PersistEventStore:
         txn.insert_many("event_edges", ("event_id", "prev_event_id", "room_id"), edge_rows)
         txn.insert_many("event_auth", ("event_id", "auth_id", "room_id"), auth_rows)
 
-    def _store_metadata_txn(
-        self, txn: Transaction, batch: _Batch
-    ) -> dict[str, tuple[str, int]]:
+    def _store_metadata_txn(self, txn: Transaction, batch: _Batch) -> dict[str, tuple[str, int]]:
         """state_events, redactions, room_memberships, rooms (for create events).
 
         Returns event_id -> (membership, stream_ordering) of the member events
@@ -319,7 +336,9 @@ class PersistEventStore:
                 member_info[event.event_id] = (membership, ordering)
                 meta = event.internal_metadata
                 if meta.outlier and meta.out_of_band_membership and self.is_mine(state_key):
-                    local_oob.append((state_key, event.room_id, event.event_id, membership, ordering))
+                    local_oob.append(
+                        (state_key, event.room_id, event.event_id, membership, ordering)
+                    )
         txn.insert_many("state_events", ("event_id", "room_id", "type", "state_key"), state_rows)
         txn.insert_many("redactions", ("event_id", "redacts", "received_ts"), redaction_rows)
         txn.insert_many(
@@ -358,14 +377,16 @@ class PersistEventStore:
 
     def _update_backward_extremities_txn(self, txn: Transaction, batch: _Batch) -> None:
         """prev_events we do not hold become backward extremities; filled ones stop being."""
-        in_dag = {e.event_id for e, _ in batch.events_and_contexts if not e.internal_metadata.outlier}
+        in_dag = {
+            e.event_id for e, _ in batch.events_and_contexts if not e.internal_metadata.outlier
+        }
         if not in_dag:
             return
         wanted: dict[str, str] = {}
         for event, _ in batch.events_and_contexts:
             if not event.internal_metadata.outlier:
                 for prev_id in event.prev_event_ids():
-                    if prev_id not in in_dag:
+                    if prev_id not in in_dag and prev_id not in batch.known_stored:
                         wanted[prev_id] = event.room_id
         if wanted:
             held = txn.select_many(
@@ -387,7 +408,11 @@ class PersistEventStore:
                 ("room_id", "event_id"),
                 [(room_id, event_id) for event_id, room_id in wanted.items()],
             )
-        execute_in(txn, "DELETE FROM event_backward_extremities WHERE {in}", "event_id", in_dag)
+        filled = in_dag
+        if batch.filled_backward_extremities is not None:
+            filled = in_dag & set(batch.filled_backward_extremities)
+        if filled:
+            execute_in(txn, "DELETE FROM event_backward_extremities WHERE {in}", "event_id", filled)
 
     def _update_current_state_txn(
         self, txn: Transaction, batch: _Batch, member_info: Mapping[str, tuple[str, int]]
@@ -470,7 +495,15 @@ class PersistEventStore:
         )
         txn.insert_many(
             "current_state_delta_stream",
-            ("stream_id", "instance_name", "room_id", "type", "state_key", "event_id", "prev_event_id"),
+            (
+                "stream_id",
+                "instance_name",
+                "room_id",
+                "type",
+                "state_key",
+                "event_id",
+                "prev_event_id",
+            ),
             stream_rows,
         )
         if local_rows:
@@ -515,14 +548,19 @@ class PersistEventStore:
                 invalidate("get_users_in_room", [(room_id,)])
                 invalidate("get_membership_counts", [(room_id,)])
                 invalidate(
-                    "get_rooms_for_user_with_stream_ordering", [(u,) for u in dict.fromkeys(members)]
+                    "get_rooms_for_user_with_stream_ordering",
+                    [(u,) for u in dict.fromkeys(members)],
                 )
 
     def _store_txn_ids_txn(self, txn: Transaction, batch: _Batch) -> None:
         rows = []
         for event, _ in batch.events_and_contexts:
             meta = event.internal_metadata
-            if meta.txn_id is not None and meta.device_id is not None and self.is_mine(event.sender):
+            if (
+                meta.txn_id is not None
+                and meta.device_id is not None
+                and self.is_mine(event.sender)
+            ):
                 rows.append(
                     (
                         event.event_id,

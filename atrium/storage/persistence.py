@@ -36,6 +36,7 @@ from twisted.python.failure import Failure
 from atrium.events.event import Event
 from atrium.events.room_versions import RoomVersion, get_room_version
 from atrium.state.context import EventContext, StateResolver
+from atrium.storage.database import Transaction
 from atrium.storage.persist_events import DeltaState, PersistEventStore
 from atrium.storage.stores import Stores
 from atrium.storage.stores.errors import UnsupportedRoomVersionError
@@ -64,9 +65,7 @@ class _Request:
 def _is_accepted_dag_event(event: Event, context: EventContext) -> bool:
     """Whether the event may become a forward extremity."""
     meta = event.internal_metadata
-    return not (
-        meta.outlier or meta.soft_failed or context.rejected or event.rejected_reason
-    )
+    return not (meta.outlier or meta.soft_failed or context.rejected or event.rejected_reason)
 
 
 class EventPersister:
@@ -159,12 +158,13 @@ class EventPersister:
 
     # -- one batch ---------------------------------------------------------------------------
     async def _persist_batch(self, items: list[EventAndContext], backfilled: bool) -> None:
-        items = await self._drop_already_stored(items)
+        items, backward = await self._prepare(items)
         if not items:
             return
         extremities: dict[str, frozenset[str]] = {}
         deltas: dict[str, DeltaState] = {}
         full_states: dict[str, StateMap] = {}
+        known_stored: set[str] = set()
         if not backfilled:
             by_room: dict[str, list[EventAndContext]] = {}
             for item in items:
@@ -172,7 +172,9 @@ class EventPersister:
             batch_map = {e.event_id: (e, c) for e, c in items}
             for room_id, room_items in by_room.items():
                 old = await self.events.get_latest_event_ids_in_room(room_id)
-                new = await self._new_forward_extremities(room_items, old, batch_map)
+                # Forward extremities are stored, accepted, non-outlier events.
+                known_stored |= old
+                new = await self._new_forward_extremities(room_items, old, batch_map, backward)
                 if new == old:
                     continue
                 extremities[room_id] = new
@@ -189,6 +191,8 @@ class EventPersister:
             new_forward_extremities=extremities,
             state_deltas=deltas,
             backfilled=backfilled,
+            filled_backward_extremities=backward,
+            known_stored=known_stored,
         )
         # The new current state is known here: cache it rather than make the
         # next reader (often the next event's auth) load the whole room.
@@ -204,21 +208,47 @@ class EventPersister:
                     (room_id,), MappingProxyType(dict(new_state))
                 )
 
-    async def _drop_already_stored(self, items: list[EventAndContext]) -> list[EventAndContext]:
-        """Leave out events stored before (or twice in the batch): persisting is idempotent."""
+    async def _prepare(
+        self, items: list[EventAndContext]
+    ) -> tuple[list[EventAndContext], set[str]]:
+        """Drop events stored before (or twice in the batch); find backward extremities.
+
+        One transaction: which events are stored already (persisting is
+        idempotent; their stored stream_ordering is set on the given objects),
+        and which of the new ones are backward extremities — exactly the new
+        events some stored non-outlier event already names as a prev_event.
+        """
         unique: dict[str, EventAndContext] = {}
         for event, context in items:
             unique.setdefault(event.event_id, (event, context))
-        seen = await self.events.have_seen_events(unique)
-        if not seen:
-            return list(unique.values())
-        stored = await self.events.get_events(seen, allow_rejected=True)
-        for event, _ in items:
-            existing = stored.get(event.event_id)
-            if existing is not None:
-                event.internal_metadata.stream_ordering = existing.internal_metadata.stream_ordering
-                event.internal_metadata.instance_name = existing.internal_metadata.instance_name
-        return [item for event_id, item in unique.items() if event_id not in seen]
+
+        def txn_fn(txn: Transaction) -> tuple[set[str], set[str]]:
+            seen = {
+                r[0]
+                for r in txn.select_many(
+                    "SELECT event_id FROM events WHERE {in}", "event_id", unique
+                )
+            }
+            backward = {
+                r[0]
+                for r in txn.select_many(
+                    "SELECT event_id FROM event_backward_extremities WHERE {in}",
+                    "event_id",
+                    [e for e in unique if e not in seen],
+                )
+            }
+            return seen, backward
+
+        seen, backward = await self.events.db.run_interaction("persist_prepare", txn_fn)
+        if seen:
+            stored = await self.events.get_events(seen, allow_rejected=True)
+            for event, _ in items:
+                existing = stored.get(event.event_id)
+                if existing is not None:
+                    meta = event.internal_metadata
+                    meta.stream_ordering = existing.internal_metadata.stream_ordering
+                    meta.instance_name = existing.internal_metadata.instance_name
+        return [item for event_id, item in unique.items() if event_id not in seen], backward
 
     # -- forward extremities -------------------------------------------------------------------
     async def _new_forward_extremities(
@@ -226,6 +256,7 @@ class EventPersister:
         room_items: Sequence[EventAndContext],
         old: frozenset[str],
         batch_map: Mapping[str, EventAndContext],
+        backward: Collection[str],
     ) -> frozenset[str]:
         accepted = [e for e, c in room_items if _is_accepted_dag_event(e, c)]
         if not accepted:
@@ -233,8 +264,11 @@ class EventPersister:
         accepted_ids = {e.event_id for e in accepted}
         prevs = {p for e in accepted for p in e.prev_event_ids()}
         result = (set(old) | accepted_ids) - prevs
-        # A new event a stored event already builds on is not a tip of the DAG.
-        result -= await self._referenced_by_stored_events(accepted_ids)
+        # A new event a stored event already builds on is not a tip of the
+        # DAG; only backward extremities can be such events.
+        late = accepted_ids.intersection(backward)
+        if late:
+            result -= await self._referenced_by_stored_events(late)
         # prev_events outside the old extremities and the batch's accepted
         # events may be soft-failed or rejected: remove what they built on.
         suspects = {p for p in prevs if p not in old and p not in accepted_ids}
@@ -309,9 +343,9 @@ class EventPersister:
         groups: dict[str, int] = {}
         lookup = []
         for event_id in new:
-            context = contexts.get(event_id)
-            if context is not None and context.state_group_after is not None:
-                groups[event_id] = context.state_group_after
+            extremity_context = contexts.get(event_id)
+            if extremity_context is not None and extremity_context.state_group_after is not None:
+                groups[event_id] = extremity_context.state_group_after
             else:
                 lookup.append(event_id)
         if lookup:
@@ -360,7 +394,9 @@ class EventPersister:
             return None
         return distinct.pop()
 
-    async def _room_version_for(self, room_id: str, items: Sequence[EventAndContext]) -> RoomVersion:
+    async def _room_version_for(
+        self, room_id: str, items: Sequence[EventAndContext]
+    ) -> RoomVersion:
         for event, _ in items:
             if event.room_id == room_id and event.type == "m.room.create" and event.state_key == "":
                 identifier = event.content.get("room_version", "1")

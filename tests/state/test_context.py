@@ -92,7 +92,11 @@ async def test_diverging_prev_events_are_resolved_with_the_room_version(db):
     merge = room.build("m.room.message", BOB, {"body": "m"}, prev_events=[a.event_id, b.event_id])
     context = await _context(h, merge)
     expected = await resolve_events(
-        room.room_id, V10, [state_a, state_b], None, InMemoryStateResolutionStore(room.events.values())
+        room.room_id,
+        V10,
+        [state_a, state_b],
+        None,
+        InMemoryStateResolutionStore(room.events.values()),
     )
     assert dict(await context.get_state_ids_before(h.stores.state)) == expected
     (write,) = context.state_group_writes
@@ -118,9 +122,7 @@ async def test_a_chain_in_one_batch_uses_the_contexts_of_earlier_events(db):
     # Forget the state cache: the chain's state still comes from the contexts.
     h.stores.state._get_full_state_for_group.invalidate_all()
     assert dict(await ctx_msg.get_state_ids_before(h.stores.state)) == _state(room)
-    await h.persister.persist_events(
-        [(topic, ctx_topic), (name, ctx_name), (msg, ctx_msg)]
-    )
+    await h.persister.persist_events([(topic, ctx_topic), (name, ctx_name), (msg, ctx_msg)])
     assert dict(await h.stores.state.get_state_ids_for_event(msg.event_id)) == _state(room)
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sqlite3
+
+import psycopg2
 import pytest
 import pytest_twisted
 
@@ -12,6 +15,8 @@ from tests.storage.harness import StorageHarness
 from tests.support.events import standard_room
 
 BOB = "@bob:example.org"
+# A unique index refusing a row, on either engine.
+INTEGRITY_ERRORS = (sqlite3.IntegrityError, psycopg2.IntegrityError)
 CAROL = "@carol:example.org"
 
 ALL_TABLES = [
@@ -113,9 +118,11 @@ async def test_a_duplicate_event_in_the_batch_rolls_everything_back(db):
     before = await h.snapshot(ALL_TABLES)
     new_extrems = {room.room_id: {events[-1].event_id}}
     delta = DeltaState(to_insert={("m.room.member", CAROL): events[0].event_id})
-    with pytest.raises(Exception):
+    with pytest.raises(INTEGRITY_ERRORS):
         await h.persister.persist_store.persist_events_and_state_updates(
-            [*items, items[0]], new_forward_extremities=new_extrems, state_deltas={room.room_id: delta}
+            [*items, items[0]],
+            new_forward_extremities=new_extrems,
+            state_deltas={room.room_id: delta},
         )
     assert await h.snapshot(ALL_TABLES) == before
 
@@ -153,7 +160,9 @@ async def test_rows_written_for_a_batch(db):
     position = await h.persist(room.events.values())
     assert position == msg.internal_metadata.stream_ordering
     assert position == h.stores.events.get_current_events_token()
-    rows = await db.execute("t", "SELECT stream_name, instance_name, stream_id FROM stream_positions")
+    rows = await db.execute(
+        "t", "SELECT stream_name, instance_name, stream_id FROM stream_positions"
+    )
     assert rows == [("events", "master", position)]
     assert await h.count("event_txn_id", "txn_id = ?", "t1") == 1
     assert await h.count("current_state_delta_stream") == len(room.state)
@@ -185,9 +194,7 @@ async def test_backward_extremities_track_missing_prev_events(db):
     extremities = {old_tip, after_gap.event_id}
     assert await h.stores.events.get_latest_event_ids_in_room(room.room_id) == extremities
     # Backfilling the missing event fills the gap.
-    items = await h.contexts_for(
-        [missing], state_ids_before={missing.event_id: state_before}
-    )
+    items = await h.contexts_for([missing], state_ids_before={missing.event_id: state_before})
     await h.persister.persist_events(items, backfilled=True)
     assert await h.stores.events.get_backward_extremities(room.room_id) == set()
     assert missing.internal_metadata.stream_ordering < 0

@@ -39,7 +39,9 @@ class Stores:
         for store in (self.rooms, self.events, self.state, self.members):
             registry.register_store(store)
         registry.register(
-            EVENT_CACHE_NAME, self.events.invalidate_event_cache, self.events.event_cache.invalidate_all
+            EVENT_CACHE_NAME,
+            self.events.invalidate_event_cache,
+            self.events.event_cache.invalidate_all,
         )
 
 

@@ -117,7 +117,9 @@ def _build_event(row: Sequence[Any], redaction_senders: Iterable[str | None]) ->
     return event
 
 
-def _redaction_applies(room_version: Any, sender: str, redaction_senders: Iterable[str | None]) -> bool:
+def _redaction_applies(
+    room_version: Any, sender: str, redaction_senders: Iterable[str | None]
+) -> bool:
     # Rooms 1 and 2 (v1 event format) checked redactions in the auth rules.
     pre_v3 = room_version.event_format == EventFormatVersion.V1
     domain = server_name_of(sender)
@@ -169,9 +171,7 @@ class EventsStore:
     ) -> EventsStore:
         """An EventsStore whose stream id generators start after what is stored."""
         stream = await StreamIdGenerator.from_tables(db, [("events", "stream_ordering")])
-        backfill = await StreamIdGenerator.from_tables(
-            db, [("events", "stream_ordering")], step=-1
-        )
+        backfill = await StreamIdGenerator.from_tables(db, [("events", "stream_ordering")], step=-1)
         return cls(db, rooms, stream, backfill, event_cache_size)
 
     # -- loading events ------------------------------------------------------

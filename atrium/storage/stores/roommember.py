@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from types import MappingProxyType
+from typing import Any
 
 import attrs
 
@@ -189,7 +190,7 @@ class RoomMemberStore:
         if not memberships:
             return []
 
-        def txn_fn(txn: Transaction) -> list[tuple[str, ...]]:
+        def txn_fn(txn: Transaction) -> list[tuple[Any, ...]]:
             return txn.select_many(
                 "SELECT l.room_id, m.sender, l.membership, l.event_id,"
                 " l.event_stream_ordering, r.room_version"

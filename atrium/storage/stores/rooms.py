@@ -15,8 +15,8 @@ import attrs
 
 from atrium.events.room_versions import RoomVersion, get_room_version
 from atrium.storage.database import DatabasePool, Transaction
-from atrium.storage.stores.invalidation import CacheInvalidator
 from atrium.storage.stores.errors import NotFoundError, UnsupportedRoomVersionError
+from atrium.storage.stores.invalidation import CacheInvalidator
 from atrium.util.caches import cached
 
 
@@ -119,6 +119,7 @@ class RoomStore:
 
     async def get_public_room_ids(self) -> list[str]:
         rows = await self.db.execute(
-            "get_public_room_ids", "SELECT room_id FROM rooms WHERE is_public = TRUE ORDER BY room_id"
+            "get_public_room_ids",
+            "SELECT room_id FROM rooms WHERE is_public = TRUE ORDER BY room_id",
         )
         return [r[0] for r in rows]

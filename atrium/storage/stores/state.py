@@ -77,11 +77,7 @@ def filter_state(state: StateMap, types: StateTypes | None) -> StateMap:
         return state
     wildcard = {t for t, k in types if k is None}
     exact = {(t, k) for t, k in types if k is not None}
-    return {
-        key: event_id
-        for key, event_id in state.items()
-        if key[0] in wildcard or key in exact
-    }
+    return {key: event_id for key, event_id in state.items() if key[0] in wildcard or key in exact}
 
 
 def _filter_sql(types: StateTypes | None) -> tuple[str, list[Any]]:
@@ -195,7 +191,9 @@ class StateGroupStore:
         state = await self.db.run_interaction("get_state_for_group", state_for_group_txn, group)
         return freeze_state(state)
 
-    async def get_state_ids_for_group(self, group: int, types: StateTypes | None = None) -> StateMap:
+    async def get_state_ids_for_group(
+        self, group: int, types: StateTypes | None = None
+    ) -> StateMap:
         """The state of a group, optionally only the given (type, state_key) entries.
 
         Unfiltered reads go through the group cache; filtered reads of an

@@ -147,7 +147,7 @@ async def test_other_server_redaction_is_not_applied_at_load_in_v3_plus_rooms(db
     h = await StorageHarness.create(db)
     room, target = await _room_with_message(h, V10, BOB)
     room.member(EVE, "join")
-    redaction = room.send("m.room.redaction", EVE, {}, redacts=target.event_id)
+    room.send("m.room.redaction", EVE, {}, redacts=target.event_id)
     await h.persist(list(room.events.values())[-2:])
     _fresh_cache(h)
     assert (await h.stores.events.get_event(target.event_id)).content == {"body": "secret"}
@@ -233,7 +233,9 @@ async def test_events_of_unknown_room_versions_are_not_loaded(db):
     h = await StorageHarness.create(db)
     room = RoomBuilder(V10, room_id="!weird:example.org")
     room.create(content={"room_version": "org.example.unknown", "creator": room.creator})
-    await h.persister.persist_events([(room.events[room.last_event_id], EventContext.for_outlier())])
+    await h.persister.persist_events(
+        [(room.events[room.last_event_id], EventContext.for_outlier())]
+    )
     _fresh_cache(h)
     assert await h.stores.events.get_event(room.last_event_id, allow_none=True) is None
     assert await h.stores.events.have_seen_events([room.last_event_id]) == {room.last_event_id}
