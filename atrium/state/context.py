@@ -24,6 +24,7 @@ computed from it.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 
 import attrs
 
@@ -277,6 +278,7 @@ async def compute_event_context(
         key: StateKey = event.state_key_tuple()
         if before_state is None:
             before_state = await _state_of(before_group, known, state_store)
+        # A private copy, so a read-only view of it is safe to share.
         after_state = dict(before_state)
         after_state[key] = event_id
         delta = freeze_state({key: event_id})
@@ -284,7 +286,7 @@ async def compute_event_context(
         after_group = new_group
         writes.append(
             StateGroupWrite(
-                new_group, room_id, event_id, freeze_state(after_state), before_group, delta
+                new_group, room_id, event_id, MappingProxyType(after_state), before_group, delta
             )
         )
         after_prev: tuple[int | None, StateMap | None] = (before_group, delta)

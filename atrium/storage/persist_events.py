@@ -316,7 +316,7 @@ class PersistEventStore:
                 content = event.content
                 version = content.get("room_version", "1")
                 creator = _str_or_none(content.get("creator")) or event.sender
-                store_room_txn(txn, event.room_id, str(version), creator, False)
+                store_room_txn(txn, self.invalidator, event.room_id, str(version), creator, False)
             elif event.type == MEMBER and state_key is not None:
                 membership = event.membership or ""
                 ordering = batch.orderings[event.event_id]

@@ -19,6 +19,9 @@ from atrium.storage.stores.errors import NotFoundError, UnsupportedRoomVersionEr
 from atrium.storage.stores.invalidation import CacheInvalidator
 from atrium.util.caches import cached
 
+# Caches keyed by room ID that a new rooms row makes stale.
+ROOM_CACHES = ("get_room_version_id", "is_room_public")
+
 
 @attrs.frozen(slots=True)
 class RoomInfo:
@@ -29,14 +32,24 @@ class RoomInfo:
 
 
 def store_room_txn(
-    txn: Transaction, room_id: str, room_version_id: str, creator: str | None, is_public: bool
+    txn: Transaction,
+    invalidator: CacheInvalidator,
+    room_id: str,
+    room_version_id: str,
+    creator: str | None,
+    is_public: bool,
 ) -> None:
-    """Insert a room row unless one exists (a room's version is fixed at creation)."""
+    """Insert a room row unless one exists (a room's version is fixed at creation).
+
+    The look-ups of the room may have cached "unknown room" answers.
+    """
     txn.execute(
         "INSERT INTO rooms (room_id, room_version, creator, is_public) VALUES (?, ?, ?, ?)"
         " ON CONFLICT (room_id) DO NOTHING",
         (room_id, room_version_id, creator, is_public),
     )
+    for cache_name in ROOM_CACHES:
+        txn.call_after(invalidator.invalidate, cache_name, [(room_id,)])
 
 
 class RoomStore:
@@ -51,7 +64,13 @@ class RoomStore:
     ) -> None:
         """Record a room; a no-op if it is already known."""
         await self.db.run_interaction(
-            "store_room", store_room_txn, room_id, room_version.identifier, creator, is_public
+            "store_room",
+            store_room_txn,
+            self.invalidator,
+            room_id,
+            room_version.identifier,
+            creator,
+            is_public,
         )
 
     async def get_room(self, room_id: str) -> RoomInfo | None:

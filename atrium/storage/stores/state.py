@@ -186,7 +186,9 @@ class StateGroupStore:
             self._event_to_group.set(event_id, group)
 
     # -- group -> state -------------------------------------------------------------
-    @cached(max_entries=10_000, name="state_group_cache")
+    # Each entry is a room's whole state at one point: bounded more tightly
+    # than the other caches, as big rooms make big entries.
+    @cached(max_entries=5_000, name="state_group_cache")
     async def _get_full_state_for_group(self, group: int) -> StateMap:
         state = await self.db.run_interaction("get_state_for_group", state_for_group_txn, group)
         return freeze_state(state)
