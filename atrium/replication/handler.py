@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from prometheus_client import Gauge
+from twisted.internet import defer
 
 from atrium.replication.streams import Stream, StreamRow
 
@@ -31,14 +32,38 @@ class ReplicationDataHandler:
         self.notifier = notifier
         # stream -> writer instance -> applied position
         self.positions: dict[str, dict[str, int]] = {name: {} for name in streams}
-        # Callbacks run after a stream advances (e.g. read-your-writes waiters).
-        self._position_waiters: list[tuple[str, str, int, Any]] = []
+        # Read-your-writes: (stream, instance, token, deferred) waiting for a position.
+        self._waiters: list[tuple[str, str, int, defer.Deferred[None]]] = []
 
     def set_position(self, stream: str, instance: str, token: int) -> None:
         current = self.positions.setdefault(stream, {}).get(instance)
         if current is None or token > current:
             self.positions[stream][instance] = token
             STREAM_POSITION.labels(stream, instance).set(token)
+            if self._waiters:
+                self._wake_waiters()
+
+    def _wake_waiters(self) -> None:
+        still = []
+        for stream, instance, token, d in self._waiters:
+            if self.get_position(stream, instance) >= token:
+                if not d.called:
+                    d.callback(None)
+            elif not d.called:
+                still.append((stream, instance, token, d))
+        self._waiters = still
+
+    async def wait_for_position(self, stream: str, instance: str, token: int) -> None:
+        """Return once this process has applied ``token`` of ``instance``'s stream.
+
+        A request that wrote through another process waits here before
+        answering, so the client's next read on this process sees its write.
+        """
+        if self.get_position(stream, instance) >= token:
+            return
+        d: defer.Deferred[None] = defer.Deferred()
+        self._waiters.append((stream, instance, token, d))
+        await d
 
     def get_position(self, stream: str, instance: str) -> int:
         return self.positions.get(stream, {}).get(instance, 0)

@@ -1,0 +1,220 @@
+"""Creating a local event and sending it to the events writer.
+
+The path of one message (ARCHITECTURE.md section 1): prev_events are the
+room's forward extremities, auth_events are selected from the state before
+the event, the event is hashed and signed, checked against the auth rules,
+then handed to the events writer for its room, which persists it and
+advances the events stream. The caller's answer waits until this process has
+applied that stream position (read-your-writes).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+from atrium.auth.rules import AuthError, auth_types_for_event, check_auth_rules_for_event
+from atrium.errors import Forbidden, MatrixError, NotFound, TooLarge, UnsupportedRoomVersion
+from atrium.events.builder import build_event
+from atrium.events.event import Event
+from atrium.events.room_versions import RoomVersion
+from atrium.events.validation import EventValidationError, validate_event
+from atrium.state.context import EventContext, StateResolver, compute_event_context
+from atrium.storage.stores import Stores
+from atrium.storage.stores.errors import NotFoundError, UnsupportedRoomVersionError
+
+logger = logging.getLogger(__name__)
+
+# Prefer few prev_events: each one makes the DAG wider for every server.
+MAX_PREV_EVENTS = 10
+
+
+class EventSender(Protocol):
+    """Hands events to the writer of their room; returns a stream position.
+
+    Locally that is the EventPersister; on a process that does not write the
+    room's events it is an HTTP replication client of the right writer.
+    """
+
+    async def send_events(self, events_and_contexts: Sequence[tuple[Event, EventContext]]) -> int: ...
+
+
+class EventCreationHandler:
+    def __init__(
+        self,
+        *,
+        stores: Stores,
+        resolver: StateResolver,
+        sender: EventSender,
+        clock: Any,
+        server_name: str,
+        signing_key: Any,
+        wait_for_position: Any,
+    ) -> None:
+        self.stores = stores
+        self.resolver = resolver
+        self.sender = sender
+        self.clock = clock
+        self.server_name = server_name
+        self.signing_key = signing_key
+        # async (token) -> None: returns once this process applied `token`.
+        self.wait_for_position = wait_for_position
+
+    async def get_room_version(self, room_id: str) -> RoomVersion:
+        try:
+            return await self.stores.rooms.get_room_version(room_id)
+        except NotFoundError:
+            raise NotFound(f"Unknown room {room_id}") from None
+        except UnsupportedRoomVersionError:
+            raise UnsupportedRoomVersion("This room's version is not supported by this server") from None
+
+    async def state_before(
+        self,
+        room_id: str,
+        room_version: RoomVersion,
+        prev_event_ids: Sequence[str],
+        prev_contexts: Mapping[str, EventContext] | None = None,
+    ) -> Mapping[tuple[str, str], str]:
+        """The room state at the given prev_events (resolved if they fork)."""
+        if not prev_event_ids:
+            return {}
+        groups: dict[int, None] = {}
+        known: dict[int, Any] = {}
+        missing = []
+        for prev in prev_event_ids:
+            ctx = (prev_contexts or {}).get(prev)
+            if ctx is not None and ctx.state_group_after is not None:
+                groups[ctx.state_group_after] = None
+                known.update(ctx.known_states())
+            else:
+                missing.append(prev)
+        if missing:
+            for group in (await self.stores.state.get_state_groups_for_events(missing)).values():
+                groups[group] = None
+        group_list = list(groups)
+        if len(group_list) == 1:
+            group = group_list[0]
+            if group in known:
+                return known[group]
+            return await self.stores.state.get_state_ids_for_group(group)
+        return await self.resolver.resolve_groups(room_id, room_version, group_list, known)
+
+    async def create_event(
+        self,
+        event_dict: dict[str, Any],
+        *,
+        room_version: RoomVersion | None = None,
+        prev_event_ids: Sequence[str] | None = None,
+        prev_contexts: Mapping[str, EventContext] | None = None,
+        prev_events: Mapping[str, Event] | None = None,
+        txn_id: str | None = None,
+        device_id: str | None = None,
+    ) -> tuple[Event, EventContext]:
+        """Build, sign and auth-check a new event; raises Forbidden if not allowed.
+
+        ``prev_event_ids``/``prev_contexts``/``prev_events`` let a caller chain
+        several new events (room creation) before any is persisted.
+        """
+        room_id = event_dict["room_id"]
+        if room_version is None:
+            room_version = await self.get_room_version(room_id)
+        events_store = self.stores.events
+        if prev_event_ids is None:
+            extremities = await events_store.get_latest_event_ids_in_room(room_id)
+            if not extremities:
+                raise NotFound(f"Unknown room {room_id}")
+            prev_event_ids = sorted(extremities)[:MAX_PREV_EVENTS]
+        prev_events = prev_events or {}
+        depths = [prev_events[p].depth for p in prev_event_ids if p in prev_events]
+        stored = [p for p in prev_event_ids if p not in prev_events]
+        if stored:
+            depths.append(await events_store.get_max_depth_of(stored))
+        depth = max(depths, default=0) + 1
+
+        state = await self.state_before(room_id, room_version, prev_event_ids, prev_contexts)
+        # Auth events are chosen for the event as it will be; build a draft
+        # first to ask which (type, state_key) pairs it needs.
+        draft = _draft(event_dict, room_version)
+        auth_ids = [state[key] for key in auth_types_for_event(room_version, draft) if key in state]
+
+        try:
+            event = build_event(
+                room_version=room_version,
+                type=event_dict["type"],
+                sender=event_dict["sender"],
+                room_id=room_id,
+                content=event_dict.get("content", {}),
+                state_key=event_dict.get("state_key"),
+                redacts=event_dict.get("redacts"),
+                prev_event_ids=list(prev_event_ids),
+                auth_event_ids=auth_ids,
+                depth=depth,
+                origin_server_ts=self.clock.time_msec(),
+                server_name=self.server_name,
+                signing_key=self.signing_key,
+            )
+            validate_event(room_version, event.get_pdu_json())
+        except EventValidationError as e:
+            if e.errcode == "M_TOO_LARGE":
+                raise TooLarge(e.message) from None
+            raise MatrixError(400, e.message, e.errcode) from None
+        event.internal_metadata.txn_id = txn_id
+        event.internal_metadata.device_id = device_id
+
+        auth_events = await self._load(auth_ids, prev_events)
+        try:
+            check_auth_rules_for_event(room_version, event, {e.state_key_tuple(): e for e in auth_events.values()})
+        except AuthError as e:
+            raise Forbidden(e.reason) from None
+
+        context = await compute_event_context(
+            event,
+            self.stores.state,
+            self.resolver,
+            prev_contexts=prev_contexts,
+            event_map=dict(prev_events),
+        )
+        return event, context
+
+    async def _load(self, event_ids: Sequence[str], pending: Mapping[str, Event]) -> dict[str, Event]:
+        found = {e: pending[e] for e in event_ids if e in pending}
+        rest = [e for e in event_ids if e not in found]
+        if rest:
+            found.update(await self.stores.events.get_events(rest))
+        return found
+
+    async def send(self, events_and_contexts: Sequence[tuple[Event, EventContext]]) -> int:
+        """Persist through the room's writer and wait until we see the result."""
+        token = await self.sender.send_events(events_and_contexts)
+        await self.wait_for_position(token)
+        return token
+
+    async def create_and_send(
+        self,
+        event_dict: dict[str, Any],
+        *,
+        txn_id: str | None = None,
+        device_id: str | None = None,
+    ) -> Event:
+        """Create and send one event, idempotently for a client transaction ID."""
+        room_id, sender = event_dict["room_id"], event_dict["sender"]
+        if txn_id is not None and device_id is not None:
+            existing = await self.stores.events.get_event_id_for_txn(room_id, sender, device_id, txn_id)
+            if existing is not None:
+                event = await self.stores.events.get_event(existing, allow_rejected=True)
+                assert event is not None
+                return event
+        event, context = await self.create_event(event_dict, txn_id=txn_id, device_id=device_id)
+        await self.send([(event, context)])
+        return event
+
+
+def _draft(event_dict: dict[str, Any], room_version: RoomVersion) -> Event:
+    """An unsigned stand-in with the fields auth event selection reads."""
+    d = {k: v for k, v in event_dict.items() if k in ("type", "room_id", "sender", "content", "state_key")}
+    d.setdefault("content", {})
+    d.update(prev_events=[], auth_events=[], depth=0, origin_server_ts=0, hashes={}, signatures={})
+    if room_version.is_v1_event_ids:
+        d["event_id"] = "$draft:" + event_dict["sender"].split(":", 1)[-1]
+    return Event(d, room_version)

@@ -1,0 +1,112 @@
+"""Room membership changes: join, invite, leave, kick, ban, unban, forget
+(spec: client-server API "Room membership")."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from atrium.errors import BadJson, Forbidden, NotFound
+from atrium.events.event import Event
+from atrium.handlers.event_creation import EventCreationHandler
+from atrium.storage.stores import Stores
+from atrium.storage.stores.accounts import AccountStore
+from atrium.storage.stores.directory import DirectoryStore
+
+MEMBERSHIP_ACTIONS = ("join", "invite", "leave", "kick", "ban", "unban", "knock")
+
+
+class RoomMemberHandler:
+    def __init__(
+        self,
+        *,
+        stores: Stores,
+        accounts: AccountStore,
+        directory: DirectoryStore,
+        creation: EventCreationHandler,
+        server_name: str,
+    ) -> None:
+        self.stores = stores
+        self.accounts = accounts
+        self.directory = directory
+        self.creation = creation
+        self.server_name = server_name
+
+    async def resolve_room_id(self, room_id_or_alias: str) -> str:
+        """A room ID for a room ID or a local alias (M_NOT_FOUND otherwise)."""
+        if room_id_or_alias.startswith("!"):
+            return room_id_or_alias
+        if room_id_or_alias.startswith("#"):
+            found = await self.directory.get_room_for_alias(room_id_or_alias)
+            if found is None:
+                raise NotFound(f"Room alias {room_id_or_alias} not found")
+            return found[0]
+        raise BadJson(f"{room_id_or_alias!r} is not a room ID or alias")
+
+    async def update_membership(
+        self,
+        sender: str,
+        target: str,
+        room_id: str,
+        action: str,
+        *,
+        reason: str | None = None,
+        extra_content: dict[str, Any] | None = None,
+        txn_id: str | None = None,
+        device_id: str | None = None,
+    ) -> Event:
+        if action not in MEMBERSHIP_ACTIONS:
+            raise BadJson(f"Unknown membership action {action!r}")
+        membership = {"kick": "leave", "unban": "leave"}.get(action, action)
+        if action == "unban":
+            member = await self._current_member_event(room_id, target)
+            if member is None or member.membership != "ban":
+                raise Forbidden(f"{target} is not banned from this room")
+        content: dict[str, Any] = dict(extra_content or {})
+        content["membership"] = membership
+        if reason is not None:
+            content["reason"] = reason
+        if membership in ("join", "invite", "knock") and target.endswith(":" + self.server_name):
+            profile = await self.accounts.get_profile(target)
+            if profile is not None:
+                displayname, avatar_url = profile
+                if displayname is not None:
+                    content.setdefault("displayname", displayname)
+                if avatar_url is not None:
+                    content.setdefault("avatar_url", avatar_url)
+        if membership == "join":
+            # A join when already joined is a no-op per the spec's idempotence
+            # unless the profile changed; avoid filling the DAG with repeats.
+            existing = await self._current_member_event(room_id, target)
+            if existing is not None and existing.membership == "join" and _same_profile(existing.content, content):
+                return existing
+        event = await self.creation.create_and_send(
+            {
+                "type": "m.room.member",
+                "room_id": room_id,
+                "sender": sender,
+                "state_key": target,
+                "content": content,
+            },
+            txn_id=txn_id,
+            device_id=device_id,
+        )
+        if membership == "join" and target.endswith(":" + self.server_name):
+            await self.directory.unforget_room(target, room_id)
+        return event
+
+    async def _current_member_event(self, room_id: str, user_id: str) -> Event | None:
+        state = await self.stores.members.get_current_state_ids(room_id)
+        event_id = state.get(("m.room.member", user_id))
+        if event_id is None:
+            return None
+        return await self.stores.events.get_event(event_id, allow_none=True)
+
+    async def forget(self, user_id: str, room_id: str) -> None:
+        membership = await self.stores.members.get_local_current_membership_for_user_in_room(user_id, room_id)
+        if membership is not None and membership.membership in ("join", "invite", "knock"):
+            raise BadJson("You must leave the room before forgetting it")
+        await self.directory.forget_room(user_id, room_id)
+
+
+def _same_profile(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    return all(old.get(k) == new.get(k) for k in ("displayname", "avatar_url"))

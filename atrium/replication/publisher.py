@@ -1,0 +1,27 @@
+"""How a writer announces new rows of a stream it writes.
+
+The rows are applied on this process first (the same three steps as rows
+from elsewhere: invalidate, advance, notify) and then sent to the other
+processes over the bus, if there is one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from atrium.replication.handler import ReplicationDataHandler
+from atrium.replication.streams import StreamRow
+
+
+class StreamPublisher:
+    def __init__(self, data_handler: ReplicationDataHandler, instance_name: str, bus: Any = None) -> None:
+        self.data_handler = data_handler
+        self.instance_name = instance_name
+        # Set by the composition root when other processes exist.
+        self.bus = bus
+
+    async def publish(self, stream_name: str, token: int, rows: Sequence[StreamRow]) -> None:
+        await self.data_handler.on_rows(stream_name, self.instance_name, token, rows)
+        if self.bus is not None:
+            self.bus.send_rows(stream_name, self.instance_name, token, rows)
