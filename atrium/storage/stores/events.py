@@ -95,12 +95,14 @@ def _build_event(row: Sequence[Any], redaction_senders: Iterable[str | None]) ->
     if room_version is None:
         logger.warning("Not loading %s: room version %r unknown", event_id, room_version_id)
         return None
+    stored_meta = json.loads(metadata_json)
     meta = EventInternalMetadata(
         outlier=bool(outlier),
         soft_failed=bool(soft_failed),
         stream_ordering=stream_ordering,
         instance_name=instance_name,
-        **json.loads(metadata_json),
+        # Only fields this version knows: a newer writer may have added some.
+        **{k: stored_meta[k] for k in _JSON_METADATA_FIELDS if k in stored_meta},
     )
     event = Event(
         json.loads(event_json),
