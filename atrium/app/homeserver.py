@@ -18,28 +18,32 @@ from atrium.config.homeserver import HomeServerConfig
 from atrium.crypto.keys import read_signing_key_file
 from atrium.handlers.auth import AuthHandler
 from atrium.handlers.devices import DeviceHandler
+from atrium.handlers.event_creation import EventCreationHandler
+from atrium.handlers.event_writer import LocalEventWriter
+from atrium.handlers.membership import RoomMemberHandler
+from atrium.handlers.redaction import RedactionHandler
 from atrium.handlers.registration import InteractiveAuth, RegistrationHandler
+from atrium.handlers.room_creation import RoomCreationHandler
 from atrium.http.server import JsonResource, Router
 from atrium.http.site import AtriumSite
+from atrium.replication.handler import ReplicationDataHandler
+from atrium.replication.publisher import StreamPublisher
+from atrium.replication.streams import STREAMS
+from atrium.state.context import StateResolver
 from atrium.storage.database import DatabasePool
 from atrium.storage.engines import create_engine
 from atrium.storage.migrations import prepare_database
+from atrium.storage.persistence import build_event_persister
+from atrium.storage.stores import LocalCacheInvalidator, build_stores
 from atrium.storage.stores.accounts import AccountStore
+from atrium.storage.stores.directory import DirectoryStore
+from atrium.sync.notifier import Notifier
+from atrium.sync.token import STREAM_KEYS, RoomStreamToken, StreamToken
 from atrium.util.caches.registry import CacheRegistry, register_store_caches
 from atrium.util.clock import Clock
 from atrium.util.ratelimit import Ratelimiter
 
 logger = logging.getLogger(__name__)
-
-
-class Stores:
-    """The read/write stores of one process, per domain."""
-
-    def __init__(self, db: DatabasePool) -> None:
-        self.accounts = AccountStore(db)
-
-    def all(self) -> list[Any]:
-        return [v for v in vars(self).values() if v is not None]
 
 
 class HomeServer:
@@ -72,11 +76,43 @@ class HomeServer:
         )
         self.db.start()
         await prepare_database(self.db, allow_migrate=allow_migrate)
-        self.stores = Stores(self.db)
-        for store in self.stores.all():
+        self.invalidator = LocalCacheInvalidator(self.cache_registry)
+        self.stores = await build_stores(self.db, self.invalidator)
+        self.stores.register_caches(self.cache_registry)
+        # Stores outside the event domain: one per domain, registered the same way.
+        self.accounts = AccountStore(self.db)
+        self.directory = DirectoryStore(self.db)
+        for store in (self.accounts, self.directory):
             register_store_caches(self.cache_registry, store)
+        self._build_replication()
         self._build_handlers()
         self._register_servlets()
+
+    def _build_replication(self) -> None:
+        self.streams = {name: cls(self) for name, cls in STREAMS.items()}
+        self.notifier = Notifier(self.clock, self.current_token)
+        self.data_handler = ReplicationDataHandler(
+            self.streams, self.cache_registry.invalidate, self.notifier
+        )
+        self.publisher = StreamPublisher(self.data_handler, self.instance_name)
+        # Streams this process writes start at their stored positions.
+        for name, stream in self.streams.items():
+            if self.instance_name in self.config.writers_for(name):
+                self.data_handler.set_position(
+                    name, self.instance_name, stream.current_token(self.instance_name)
+                )
+
+    def current_token(self) -> StreamToken:
+        """The position of every client-visible stream this process has applied."""
+        positions = self.data_handler
+        return StreamToken(
+            RoomStreamToken(positions.max_position("events")),
+            *(positions.max_position(key) for key in STREAM_KEYS[1:]),
+        )
+
+    async def wait_for_events_position(self, token: int) -> None:
+        writer = self.config.writers_for("events")[0]
+        await self.data_handler.wait_for_position("events", writer, token)
 
     def _build_handlers(self) -> None:
         config, clock = self.config, self.clock
@@ -99,22 +135,57 @@ class HomeServer:
             config.rate_limit_message.burst_count,
             rl_enabled,
         )
-        self.auth = AuthHandler(self.stores.accounts, clock, self.server_name)
+        self.auth = AuthHandler(self.accounts, clock, self.server_name)
         self.uia = InteractiveAuth(self.auth, clock)
         self.registration = RegistrationHandler(
-            self.stores.accounts,
-            self.auth,
-            self.uia,
-            clock,
-            self.server_name,
-            config.enable_registration,
+            self.accounts, self.auth, self.uia, clock, self.server_name, config.enable_registration
         )
-        self.devices = DeviceHandler(self.stores.accounts)
+        self.devices = DeviceHandler(self.accounts)
+
+        self.resolver = StateResolver(self.stores.events, self.stores.state)
+        self.event_sender = self._build_event_sender()
+        self.event_creation = EventCreationHandler(
+            stores=self.stores,
+            resolver=self.resolver,
+            sender=self.event_sender,
+            clock=clock,
+            server_name=self.server_name,
+            signing_key=self.signing_key,
+            wait_for_position=self.wait_for_events_position,
+        )
+        self.room_members = RoomMemberHandler(
+            stores=self.stores,
+            accounts=self.accounts,
+            directory=self.directory,
+            creation=self.event_creation,
+            server_name=self.server_name,
+        )
+        self.room_creation = RoomCreationHandler(
+            stores=self.stores,
+            accounts=self.accounts,
+            directory=self.directory,
+            creation=self.event_creation,
+            members=self.room_members,
+            server_name=self.server_name,
+        )
+        self.redactions = RedactionHandler(self.stores)
+
+    def _build_event_sender(self) -> Any:
+        """The local writer where this process writes events."""
+        if self.instance_name in self.config.writers_for("events"):
+            persister = build_event_persister(
+                self.stores,
+                clock=self.clock,
+                instance_name=self.instance_name,
+                is_mine=self.is_mine,
+            )
+            return LocalEventWriter(persister, self.publisher)
+        raise NotImplementedError("sending events to a remote writer needs the replication client")
 
     def _register_servlets(self) -> None:
-        from atrium.api.client import account, meta
+        from atrium.api.client import account, meta, room_write
 
-        for module in (meta, account):
+        for module in (meta, account, room_write):
             module.register_servlets(self, self.router)
 
     # -- running ---------------------------------------------------------------

@@ -37,7 +37,9 @@ class EventSender(Protocol):
     room's events it is an HTTP replication client of the right writer.
     """
 
-    async def send_events(self, events_and_contexts: Sequence[tuple[Event, EventContext]]) -> int: ...
+    async def send_events(
+        self, events_and_contexts: Sequence[tuple[Event, EventContext]]
+    ) -> int: ...
 
 
 class EventCreationHandler:
@@ -67,7 +69,9 @@ class EventCreationHandler:
         except NotFoundError:
             raise NotFound(f"Unknown room {room_id}") from None
         except UnsupportedRoomVersionError:
-            raise UnsupportedRoomVersion("This room's version is not supported by this server") from None
+            raise UnsupportedRoomVersion(
+                "This room's version is not supported by this server"
+            ) from None
 
     async def state_before(
         self,
@@ -164,7 +168,9 @@ class EventCreationHandler:
 
         auth_events = await self._load(auth_ids, prev_events)
         try:
-            check_auth_rules_for_event(room_version, event, {e.state_key_tuple(): e for e in auth_events.values()})
+            check_auth_rules_for_event(
+                room_version, event, {e.state_key_tuple(): e for e in auth_events.values()}
+            )
         except AuthError as e:
             raise Forbidden(e.reason) from None
 
@@ -177,7 +183,9 @@ class EventCreationHandler:
         )
         return event, context
 
-    async def _load(self, event_ids: Sequence[str], pending: Mapping[str, Event]) -> dict[str, Event]:
+    async def _load(
+        self, event_ids: Sequence[str], pending: Mapping[str, Event]
+    ) -> dict[str, Event]:
         found = {e: pending[e] for e in event_ids if e in pending}
         rest = [e for e in event_ids if e not in found]
         if rest:
@@ -200,7 +208,9 @@ class EventCreationHandler:
         """Create and send one event, idempotently for a client transaction ID."""
         room_id, sender = event_dict["room_id"], event_dict["sender"]
         if txn_id is not None and device_id is not None:
-            existing = await self.stores.events.get_event_id_for_txn(room_id, sender, device_id, txn_id)
+            existing = await self.stores.events.get_event_id_for_txn(
+                room_id, sender, device_id, txn_id
+            )
             if existing is not None:
                 event = await self.stores.events.get_event(existing, allow_rejected=True)
                 assert event is not None
@@ -212,7 +222,11 @@ class EventCreationHandler:
 
 def _draft(event_dict: dict[str, Any], room_version: RoomVersion) -> Event:
     """An unsigned stand-in with the fields auth event selection reads."""
-    d = {k: v for k, v in event_dict.items() if k in ("type", "room_id", "sender", "content", "state_key")}
+    d = {
+        k: v
+        for k, v in event_dict.items()
+        if k in ("type", "room_id", "sender", "content", "state_key")
+    }
     d.setdefault("content", {})
     d.update(prev_events=[], auth_events=[], depth=0, origin_server_ts=0, hashes={}, signatures={})
     if room_version.is_v1_event_ids:

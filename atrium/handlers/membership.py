@@ -77,7 +77,11 @@ class RoomMemberHandler:
             # A join when already joined is a no-op per the spec's idempotence
             # unless the profile changed; avoid filling the DAG with repeats.
             existing = await self._current_member_event(room_id, target)
-            if existing is not None and existing.membership == "join" and _same_profile(existing.content, content):
+            if (
+                existing is not None
+                and existing.membership == "join"
+                and _same_profile(existing.content, content)
+            ):
                 return existing
         event = await self.creation.create_and_send(
             {
@@ -102,7 +106,9 @@ class RoomMemberHandler:
         return await self.stores.events.get_event(event_id, allow_none=True)
 
     async def forget(self, user_id: str, room_id: str) -> None:
-        membership = await self.stores.members.get_local_current_membership_for_user_in_room(user_id, room_id)
+        membership = await self.stores.members.get_local_current_membership_for_user_in_room(
+            user_id, room_id
+        )
         if membership is not None and membership.membership in ("join", "invite", "knock"):
             raise BadJson("You must leave the room before forgetting it")
         await self.directory.forget_room(user_id, room_id)

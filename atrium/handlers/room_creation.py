@@ -17,13 +17,30 @@ from atrium.storage.stores.accounts import AccountStore
 from atrium.storage.stores.directory import DirectoryStore
 
 PRESETS: dict[str, dict[str, Any]] = {
-    "private_chat": {"join_rule": "invite", "history_visibility": "shared", "guest_access": "can_join", "invitees_admin": False},
-    "trusted_private_chat": {"join_rule": "invite", "history_visibility": "shared", "guest_access": "can_join", "invitees_admin": True},
-    "public_chat": {"join_rule": "public", "history_visibility": "shared", "guest_access": "forbidden", "invitees_admin": False},
+    "private_chat": {
+        "join_rule": "invite",
+        "history_visibility": "shared",
+        "guest_access": "can_join",
+        "invitees_admin": False,
+    },
+    "trusted_private_chat": {
+        "join_rule": "invite",
+        "history_visibility": "shared",
+        "guest_access": "can_join",
+        "invitees_admin": True,
+    },
+    "public_chat": {
+        "join_rule": "public",
+        "history_visibility": "shared",
+        "guest_access": "forbidden",
+        "invitees_admin": False,
+    },
 }
 
 
-def _default_power_levels(creator: str, invitees: list[str], invitees_admin: bool) -> dict[str, Any]:
+def _default_power_levels(
+    creator: str, invitees: list[str], invitees_admin: bool
+) -> dict[str, Any]:
     users = {creator: 100}
     if invitees_admin:
         users.update({u: 100 for u in invitees})
@@ -69,7 +86,9 @@ class RoomCreationHandler:
         self.members = members
         self.server_name = server_name
 
-    async def create_room(self, creator: str, body: dict[str, Any], device_id: str | None = None) -> tuple[str, str | None]:
+    async def create_room(
+        self, creator: str, body: dict[str, Any], device_id: str | None = None
+    ) -> tuple[str, str | None]:
         """Create a room from a createRoom body; returns (room_id, alias)."""
         room_version = self._room_version(body)
         preset_name = body.get("preset")
@@ -82,18 +101,25 @@ class RoomCreationHandler:
             raise BadJson(f"Unknown preset {preset_name!r}")
         preset = PRESETS[preset_name]
         invitees = body.get("invite", [])
-        if not isinstance(invitees, list) or not all(isinstance(u, str) and u.startswith("@") and ":" in u for u in invitees):
+        if not isinstance(invitees, list) or not all(
+            isinstance(u, str) and u.startswith("@") and ":" in u for u in invitees
+        ):
             raise BadJson("'invite' must be a list of user IDs")
         initial_state = body.get("initial_state", [])
         if not isinstance(initial_state, list) or not all(
-            isinstance(e, dict) and isinstance(e.get("type"), str) and isinstance(e.get("content", {}), dict)
+            isinstance(e, dict)
+            and isinstance(e.get("type"), str)
+            and isinstance(e.get("content", {}), dict)
             and isinstance(e.get("state_key", ""), str)
             for e in initial_state
         ):
             raise BadJson("'initial_state' must be a list of state events with type and content")
         creation_content = body.get("creation_content", {})
         pl_override = body.get("power_level_content_override")
-        for key, value in (("creation_content", creation_content), ("power_level_content_override", pl_override or {})):
+        for key, value in (
+            ("creation_content", creation_content),
+            ("power_level_content_override", pl_override or {}),
+        ):
             if not isinstance(value, dict):
                 raise BadJson(f"'{key}' must be an object")
         for key in ("name", "topic", "room_alias_name"):
@@ -117,7 +143,9 @@ class RoomCreationHandler:
         if not room_version.implicit_room_creator:
             create_content["creator"] = creator
         await chain.add(creator, "m.room.create", "", create_content)
-        await chain.add(creator, "m.room.member", creator, await self._member_content(creator, "join"))
+        await chain.add(
+            creator, "m.room.member", creator, await self._member_content(creator, "join")
+        )
 
         power_levels = _default_power_levels(creator, invitees, preset["invitees_admin"])
         power_levels.update(pl_override or {})
@@ -128,7 +156,11 @@ class RoomCreationHandler:
         given = {(e["type"], e.get("state_key", "")) for e in initial_state}
         for event_type, key, content in (
             ("m.room.join_rules", "join_rule", {"join_rule": preset["join_rule"]}),
-            ("m.room.history_visibility", "history_visibility", {"history_visibility": preset["history_visibility"]}),
+            (
+                "m.room.history_visibility",
+                "history_visibility",
+                {"history_visibility": preset["history_visibility"]},
+            ),
             ("m.room.guest_access", "guest_access", {"guest_access": preset["guest_access"]}),
         ):
             if (event_type, "") not in given:
@@ -181,7 +213,9 @@ class RoomCreationHandler:
 class _Chain:
     """New events each pointing at the previous one, not yet persisted."""
 
-    def __init__(self, creation: EventCreationHandler, room_id: str, room_version: RoomVersion) -> None:
+    def __init__(
+        self, creation: EventCreationHandler, room_id: str, room_version: RoomVersion
+    ) -> None:
         self.creation = creation
         self.room_id = room_id
         self.room_version = room_version
@@ -189,10 +223,18 @@ class _Chain:
         self.events: dict[str, Event] = {}
         self.contexts: dict[str, EventContext] = {}
 
-    async def add(self, sender: str, event_type: str, state_key: str, content: dict[str, Any]) -> Event:
+    async def add(
+        self, sender: str, event_type: str, state_key: str, content: dict[str, Any]
+    ) -> Event:
         prev = [self.items[-1][0].event_id] if self.items else []
         event, context = await self.creation.create_event(
-            {"type": event_type, "room_id": self.room_id, "sender": sender, "state_key": state_key, "content": content},
+            {
+                "type": event_type,
+                "room_id": self.room_id,
+                "sender": sender,
+                "state_key": state_key,
+                "content": content,
+            },
             room_version=self.room_version,
             prev_event_ids=prev,
             prev_contexts=self.contexts,

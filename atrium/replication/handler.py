@@ -14,7 +14,9 @@ from atrium.replication.streams import Stream, StreamRow
 logger = logging.getLogger(__name__)
 
 STREAM_POSITION = Gauge(
-    "atrium_stream_position", "Position this process has applied, per stream and writer", ["stream", "writer"]
+    "atrium_stream_position",
+    "Position this process has applied, per stream and writer",
+    ["stream", "writer"],
 )
 
 
@@ -26,7 +28,9 @@ class ReplicationDataHandler:
     order for the whole batch (rows sharing one token arrive together).
     """
 
-    def __init__(self, streams: dict[str, Stream], invalidate: Callable[[str, Any], None], notifier: Any) -> None:
+    def __init__(
+        self, streams: dict[str, Stream], invalidate: Callable[[str, Any], None], notifier: Any
+    ) -> None:
         self.streams = streams
         self._invalidate = invalidate
         self.notifier = notifier
@@ -76,7 +80,9 @@ class ReplicationDataHandler:
         values = self.positions.get(stream, {}).values()
         return max(values) if values else 0
 
-    async def on_rows(self, stream_name: str, instance: str, token: int, rows: Sequence[StreamRow]) -> None:
+    async def on_rows(
+        self, stream_name: str, instance: str, token: int, rows: Sequence[StreamRow]
+    ) -> None:
         stream = self.streams.get(stream_name)
         if stream is None:
             logger.warning("rows for unknown stream %r ignored", stream_name)

@@ -15,7 +15,9 @@ from atrium.replication.streams import StreamRow
 
 
 class StreamPublisher:
-    def __init__(self, data_handler: ReplicationDataHandler, instance_name: str, bus: Any = None) -> None:
+    def __init__(
+        self, data_handler: ReplicationDataHandler, instance_name: str, bus: Any = None
+    ) -> None:
         self.data_handler = data_handler
         self.instance_name = instance_name
         # Set by the composition root when other processes exist.

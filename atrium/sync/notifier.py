@@ -53,10 +53,14 @@ class Notifier:
         # Called for every new-data notification (e.g. app services, push).
         self._observers: list[Callable[[str, Any, Collection[str], Collection[str]], None]] = []
 
-    def add_observer(self, fn: Callable[[str, Any, Collection[str], Collection[str]], None]) -> None:
+    def add_observer(
+        self, fn: Callable[[str, Any, Collection[str], Collection[str]], None]
+    ) -> None:
         self._observers.append(fn)
 
-    def on_new_data(self, stream: str, token: Any, users: Iterable[str] = (), rooms: Iterable[str] = ()) -> None:
+    def on_new_data(
+        self, stream: str, token: Any, users: Iterable[str] = (), rooms: Iterable[str] = ()
+    ) -> None:
         """Wake every request waiting for one of ``users`` or ``rooms``."""
         users, rooms = list(users), list(rooms)
         woken: set[_Listener] = set()

@@ -21,7 +21,15 @@ import attrs
 from atrium.errors import InvalidParam
 
 # Streams a client token covers, in their fixed order in the text form.
-STREAM_KEYS = ("events", "presence", "typing", "receipts", "account_data", "to_device", "device_lists")
+STREAM_KEYS = (
+    "events",
+    "presence",
+    "typing",
+    "receipts",
+    "account_data",
+    "to_device",
+    "device_lists",
+)
 
 
 @attrs.frozen
@@ -29,7 +37,9 @@ class RoomStreamToken:
     """Position in the events stream: a minimum plus writers ahead of it."""
 
     stream: int
-    instance_positions: Mapping[str, int] = attrs.field(factory=dict, converter=lambda m: dict(sorted(m.items())))
+    instance_positions: Mapping[str, int] = attrs.field(
+        factory=dict, converter=lambda m: dict(sorted(m.items()))
+    )
 
     def __hash__(self) -> int:
         return hash((self.stream, tuple(self.instance_positions.items())))
@@ -53,7 +63,9 @@ class RoomStreamToken:
     def to_string(self) -> str:
         if not self.instance_positions:
             return str(self.stream)
-        parts = [f"m{self.stream}"] + [f"{i}.{p}" for i, p in self.instance_positions.items() if p > self.stream]
+        parts = [f"m{self.stream}"] + [
+            f"{i}.{p}" for i, p in self.instance_positions.items() if p > self.stream
+        ]
         return "~".join(parts)
 
     @classmethod

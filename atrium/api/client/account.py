@@ -30,7 +30,7 @@ def _ip(request: Request) -> str:
 def register_servlets(hs: Any, router: Router) -> None:
     config = hs.config
     auth = hs.auth
-    accounts = hs.stores.accounts
+    accounts = hs.accounts
 
     def body_of(request: Request, allow_empty: bool = False) -> dict[str, Any]:
         return parse_json_object(request, config.max_request_size, allow_empty)

@@ -15,4 +15,16 @@ def register_stream(cls: type[Stream]) -> type[Stream]:
     return cls
 
 
+def _load_all() -> None:
+    """Import every stream module so each registers itself: adding a stream is one file."""
+    import importlib
+    import pkgutil
+
+    for info in pkgutil.iter_modules(__path__):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{info.name}")
+
+
+_load_all()
+
 __all__ = ["STREAMS", "Stream", "StreamRow", "StreamUpdates", "register_stream"]

@@ -60,7 +60,9 @@ class Stream(abc.ABC):
         self.hs = hs
 
     @abc.abstractmethod
-    async def get_updates(self, instance_name: str, from_token: int, to_token: int, limit: int) -> StreamUpdates:
+    async def get_updates(
+        self, instance_name: str, from_token: int, to_token: int, limit: int
+    ) -> StreamUpdates:
         """Rows written by ``instance_name`` with from_token < token <= to_token."""
 
     @abc.abstractmethod

@@ -51,7 +51,9 @@ class EventsStream(Stream):
     def current_token(self, instance_name: str) -> int:
         return self.hs.stores.events.get_current_events_token()
 
-    async def get_updates(self, instance_name: str, from_token: int, to_token: int, limit: int) -> StreamUpdates:
+    async def get_updates(
+        self, instance_name: str, from_token: int, to_token: int, limit: int
+    ) -> StreamUpdates:
         db = self.hs.db
         rows = await db.execute(
             "events_stream_updates",
@@ -60,9 +62,15 @@ class EventsStream(Stream):
             " FROM events AS e LEFT JOIN room_memberships AS m ON m.event_id = e.event_id"
             " WHERE e.instance_name = ? AND e.stream_ordering > ? AND e.stream_ordering <= ?"
             " ORDER BY e.stream_ordering LIMIT ?",
-            instance_name, from_token, to_token, limit,
+            instance_name,
+            from_token,
+            to_token,
+            limit,
         )
-        updates = [(int(r[0]), EventsStreamRow(r[1], r[2], r[3], r[4], r[5], r[6], r[7], bool(r[8]))) for r in rows]
+        updates = [
+            (int(r[0]), EventsStreamRow(r[1], r[2], r[3], r[4], r[5], r[6], r[7], bool(r[8])))
+            for r in rows
+        ]
         limited = len(updates) == limit
         upto = updates[-1][0] if limited else to_token
         return StreamUpdates(updates, upto, limited)

@@ -30,14 +30,18 @@ class DirectoryStore:
     async def get_room_for_alias(self, room_alias: str) -> tuple[str, str] | None:
         """(room_id, creator) of an alias, or None."""
         rows = await self.db.execute(
-            "get_room_for_alias", "SELECT room_id, creator FROM room_aliases WHERE room_alias = ?", room_alias
+            "get_room_for_alias",
+            "SELECT room_id, creator FROM room_aliases WHERE room_alias = ?",
+            room_alias,
         )
         return (rows[0][0], rows[0][1]) if rows else None
 
     @cached(max_entries=10000)
     async def get_aliases_for_room(self, room_id: str) -> tuple[str, ...]:
         rows = await self.db.execute(
-            "get_aliases_for_room", "SELECT room_alias FROM room_aliases WHERE room_id = ? ORDER BY room_alias", room_id
+            "get_aliases_for_room",
+            "SELECT room_alias FROM room_aliases WHERE room_id = ? ORDER BY room_alias",
+            room_id,
         )
         return tuple(r[0] for r in rows)
 
@@ -45,7 +49,9 @@ class DirectoryStore:
         """Remove an alias; returns the room it pointed to."""
 
         def txn_fn(txn: Transaction) -> str | None:
-            row = txn.select_one("SELECT room_id FROM room_aliases WHERE room_alias = ?", (room_alias,))
+            row = txn.select_one(
+                "SELECT room_id FROM room_aliases WHERE room_alias = ?", (room_alias,)
+            )
             if row is None:
                 return None
             txn.execute("DELETE FROM room_aliases WHERE room_alias = ?", (room_alias,))
@@ -64,7 +70,9 @@ class DirectoryStore:
 
     async def unforget_room(self, user_id: str, room_id: str) -> None:
         def txn_fn(txn: Transaction) -> None:
-            txn.execute("DELETE FROM room_forgotten WHERE user_id = ? AND room_id = ?", (user_id, room_id))
+            txn.execute(
+                "DELETE FROM room_forgotten WHERE user_id = ? AND room_id = ?", (user_id, room_id)
+            )
             txn.call_after(self.get_forgotten_rooms.invalidate, (user_id,))
 
         await self.db.run_interaction("unforget_room", txn_fn)
