@@ -154,14 +154,10 @@ class RoomCreationHandler:
             await chain.add(creator, "m.room.canonical_alias", "", {"alias": alias})
 
         given = {(e["type"], e.get("state_key", "")) for e in initial_state}
-        for event_type, key, content in (
-            ("m.room.join_rules", "join_rule", {"join_rule": preset["join_rule"]}),
-            (
-                "m.room.history_visibility",
-                "history_visibility",
-                {"history_visibility": preset["history_visibility"]},
-            ),
-            ("m.room.guest_access", "guest_access", {"guest_access": preset["guest_access"]}),
+        for event_type, content in (
+            ("m.room.join_rules", {"join_rule": preset["join_rule"]}),
+            ("m.room.history_visibility", {"history_visibility": preset["history_visibility"]}),
+            ("m.room.guest_access", {"guest_access": preset["guest_access"]}),
         ):
             if (event_type, "") not in given:
                 await chain.add(creator, event_type, "", content)
