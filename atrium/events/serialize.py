@@ -1,0 +1,51 @@
+"""Events as clients see them (spec: client-server API "Room Event Format").
+
+Adds ``unsigned.age``, the sender's own ``transaction_id``, and for room
+version 11 compatibility ``redacts`` in both places of a redaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from atrium.events.event import Event
+
+# Fields of a PDU that are federation-only and never shown to clients.
+_FEDERATION_ONLY = ("auth_events", "prev_events", "hashes", "signatures", "depth", "origin", "membership", "prev_state")
+
+
+def serialize_event(
+    event: Event,
+    now_ms: int,
+    *,
+    requester_user_id: str | None = None,
+    requester_device_id: str | None = None,
+    include_room_id: bool = True,
+) -> dict[str, Any]:
+    d = {k: v for k, v in event.as_dict_ref().items() if k not in _FEDERATION_ONLY}
+    d["event_id"] = event.event_id
+    if not include_room_id:
+        d.pop("room_id", None)
+    unsigned = dict(d.get("unsigned") or {})
+    unsigned.pop("age_ts", None)
+    unsigned["age"] = max(0, now_ms - event.origin_server_ts)
+    meta = event.internal_metadata
+    if (
+        meta.txn_id is not None
+        and requester_user_id == event.sender
+        and (requester_device_id is None or meta.device_id in (None, requester_device_id))
+    ):
+        unsigned["transaction_id"] = meta.txn_id
+    d["unsigned"] = unsigned
+    if event.type == "m.room.redaction":
+        redacts = event.redacts
+        if redacts is not None:
+            d["redacts"] = redacts
+            if "redacts" not in d.get("content", {}):
+                d["content"] = {**d.get("content", {}), "redacts": redacts}
+    return d
+
+
+def serialize_events(events: Iterable[Event], now_ms: int, **kwargs: Any) -> list[dict[str, Any]]:
+    return [serialize_event(e, now_ms, **kwargs) for e in events]
