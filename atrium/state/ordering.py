@@ -116,7 +116,7 @@ class MainlinePositions:
         self._loader = loader
         # Position of every power levels event seen: on the mainline, its
         # index; otherwise the position reached from it (itself included).
-        self._from_pl: dict[str | None, float] = {None: math.inf}
+        self._from_pl: dict[str, float] = {}
         for index, event_id in enumerate(mainline):
             self._from_pl[event_id] = index
         self._of_event: dict[str, float] = {}
@@ -146,29 +146,27 @@ class MainlinePositions:
                 walking[event_id] = _power_levels_id_in_auth(self._loader[event_id], self._loader)
                 paths[event_id] = []
         while walking:
-            still: dict[str, str | None] = {}
+            still: dict[str, str] = {}
             for event_id, pl_id in walking.items():
-                if pl_id in self._from_pl:
+                if pl_id is None or pl_id in paths[event_id]:
+                    # The end of the chain, or a cycle (forged IDs only).
+                    position = math.inf
+                elif pl_id in self._from_pl:
                     position = self._from_pl[pl_id]
-                    self._of_event[event_id] = position
-                    for passed in paths.pop(event_id):
-                        self._from_pl[passed] = position
-                elif pl_id in paths[event_id]:
-                    # A cycle of forged IDs: no mainline event below.
-                    self._of_event[event_id] = math.inf
-                    for passed in paths.pop(event_id):
-                        self._from_pl[passed] = math.inf
                 else:
                     paths[event_id].append(pl_id)
                     still[event_id] = pl_id
+                    continue
+                self._of_event[event_id] = position
+                for passed in paths.pop(event_id):
+                    self._from_pl[passed] = position
             if not still:
                 break
-            steps = {pl_id for pl_id in still.values() if pl_id is not None}
+            steps = set(still.values())
             await self._loader.load(steps)
             await self._loader.load_auth_events_of(steps)
             walking = {}
             for event_id, pl_id in still.items():
-                assert pl_id is not None
                 pl_event = self._loader.get(pl_id)
                 walking[event_id] = (
                     None if pl_event is None else _power_levels_id_in_auth(pl_event, self._loader)

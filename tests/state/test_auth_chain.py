@@ -30,7 +30,7 @@ def naive_difference(graph: Graph, state_sets: Sequence[Collection[str]]) -> set
         chains.append(chain)
     if len(chains) < 2:
         return set()
-    return set.union(*chains) - set.intersection(*chains)
+    return set[str]().union(*chains) - chains[0].intersection(*chains[1:])
 
 
 class Fetcher:
