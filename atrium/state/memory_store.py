@@ -11,6 +11,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 
 from atrium.events.event import Event
 from atrium.state.auth_chain import auth_chain_difference
+from atrium.state.ordering import int_field
 
 
 class InMemoryStateResolutionStore:
@@ -77,7 +78,7 @@ class InMemoryStateResolutionStore:
             auth_ids = [a for a in self._auth_ids[current] if a in self._events]
             if children_done:
                 below = max((depths.get(a, 0) for a in auth_ids), default=0)
-                depths[current] = max(self._events[current].depth, below + 1)
+                depths[current] = max(int_field(self._events[current].depth), below + 1)
                 in_progress.discard(current)
                 continue
             in_progress.add(current)

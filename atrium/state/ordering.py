@@ -23,6 +23,13 @@ POWER_LEVELS = ("m.room.power_levels", "")
 CREATE = ("m.room.create", "")
 
 
+def int_field(value: object) -> int:
+    """An integer field (depth, origin_server_ts) for sorting. Events are
+    checked to carry integers on receipt; anything else sorts as 0 rather
+    than break the comparison."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
 def sender_power_level(event: Event, events: Mapping[str, Event]) -> int:
     """The sender's power level "when looking at" the event's auth events.
 
@@ -63,7 +70,7 @@ def reverse_topological_power_order(
 
     def sort_key(event_id: str) -> tuple[int, int, str]:
         event = events[event_id]
-        return (-sender_power_level(event, events), event.origin_server_ts, event_id)
+        return (-sender_power_level(event, events), int_field(event.origin_server_ts), event_id)
 
     ready = [sort_key(e) for e, count in waiting_on.items() if count == 0]
     heapq.heapify(ready)
@@ -98,7 +105,7 @@ async def mainline_order(
 
     def sort_key(event_id: str) -> tuple[float, int, str]:
         event = loader[event_id]
-        return (-positions.of_event(event_id), event.origin_server_ts, event_id)
+        return (-positions.of_event(event_id), int_field(event.origin_server_ts), event_id)
 
     return sorted(event_ids, key=sort_key)
 
