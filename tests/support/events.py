@@ -192,7 +192,7 @@ def standard_room(
     *,
     join_rule: str = "public",
     members: Iterable[str] = (),
-    users: dict[str, int] | None = None,
+    users: dict[str, Any] | None = None,
     power_levels: dict[str, Any] | None = None,
 ) -> RoomBuilder:
     """A room as createRoom makes it: create, creator join, power levels
