@@ -42,6 +42,15 @@ in every chain can be reported too; the answer is always a superset of the
 true difference, never missing an event of it (mask bits are only ever set
 by real paths, and events never seen are below fully reached ones).
 
+A store should therefore feed the walk, as "depth", the event's `depth`
+raised where needed to exceed the walk depth of each of its auth events
+(computed once when the event is persisted, and equal to `depth` for honest
+events): exact for any input, and still largest for the newest events, so
+the walk stops near the top of the room. (Ordering by the length of the
+longest auth_events path instead would also be exact, but puts every
+membership event just above the create and power levels events, so the
+walk would wade through all of them before stopping.)
+
 Events are fetched in batches, one call of ``fetch`` per step down the
 frontier, so a database implementation makes one query per step. ``fetch``
 may return more events than asked for (prefetching further down the chain);
@@ -67,10 +76,7 @@ async def auth_chain_difference(
     if len(state_sets) < 2:
         return set()
     walk = _ConvergingWalk((1 << len(state_sets)) - 1)
-    for index, state_set in enumerate(state_sets):
-        bit = 1 << index
-        for event_id in state_set:
-            walk.reach(event_id, bit)
+    walk.seed(state_sets)
     await walk.run(fetch)
     return walk.difference()
 
@@ -92,6 +98,18 @@ class _ConvergingWalk:
         # Events of the frontier (pending or queued) not reached by all sets:
         # the walk is over when this is empty.
         self.partial: set[str] = set()
+
+    def seed(self, state_sets: Sequence[Collection[str]]) -> None:
+        """Each state set's own events carry its bit (same as reach() on
+        each, without its per-call work: states hold thousands of events)."""
+        masks = self.masks
+        for index, state_set in enumerate(state_sets):
+            bit = 1 << index
+            for event_id in state_set:
+                masks[event_id] = masks.get(event_id, 0) | bit
+        self.pending.update(masks)
+        full = self.full
+        self.partial.update(e for e, mask in masks.items() if mask != full)
 
     def reach(self, event_id: str, bits: int) -> bool:
         """Add ``bits`` to an event's mask; True if it became pending."""

@@ -31,6 +31,8 @@ async def get_auth_difference(
     event_map: Mapping[str, Event],
     store: StateResolutionStore,
 ) -> set[str]:
+    if len(state_sets) < 2:
+        return set()
     unpersisted = await _find_unpersisted(state_sets, event_map, store)
     if not unpersisted:
         return await store.get_auth_chain_difference(room_id, state_sets)
@@ -52,7 +54,7 @@ async def get_auth_difference(
         in_memory.append(reached)
         boundaries.append(boundary)
 
-    difference = set.union(*in_memory) - set.intersection(*in_memory)
+    difference = set[str]().union(*in_memory) - in_memory[0].intersection(*in_memory[1:])
     difference |= await store.get_auth_chain_difference(room_id, boundaries)
     return difference
 

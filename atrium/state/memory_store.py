@@ -11,6 +11,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 
 from atrium.events.event import Event
 from atrium.state.auth_chain import auth_chain_difference
+from atrium.state.ordering import int_field
 
 
 class InMemoryStateResolutionStore:
@@ -18,16 +19,21 @@ class InMemoryStateResolutionStore:
 
     def __init__(self, events: Iterable[Event] = ()) -> None:
         self._events: dict[str, Event] = {}
-        # Length of the longest auth_events path below each event, computed
-        # on demand. The walk is exact when its depths decrease along
-        # auth_events; a sender's `depth` field only promises that for honest
-        # events, so the walk is fed this instead.
-        self._auth_depths: dict[str, int] = {}
+        # The depth the walk orders events by, computed on demand: the
+        # event's `depth`, raised where needed to exceed that of each of its
+        # auth events. The walk is exact when depths decrease along
+        # auth_events, which `depth` only promises for honest events; for
+        # those this is `depth` itself, so the walk still starts at the
+        # newest events and stops early.
+        self._walk_depths: dict[str, int] = {}
+        # auth_event_ids() parses the event each time; walks ask repeatedly.
+        self._auth_ids: dict[str, list[str]] = {}
         self.add_events(events)
 
     def add_events(self, events: Iterable[Event]) -> None:
         for event in events:
             self._events[event.event_id] = event
+            self._auth_ids[event.event_id] = event.auth_event_ids()
 
     def __contains__(self, event_id: object) -> bool:
         return event_id in self._events
@@ -50,18 +56,17 @@ class InMemoryStateResolutionStore:
     ) -> Mapping[str, tuple[int, Sequence[str]]]:
         found: dict[str, tuple[int, Sequence[str]]] = {}
         for event_id in event_ids:
-            event = self._events.get(event_id)
-            if event is not None:
-                found[event_id] = (self._auth_depth(event_id), event.auth_event_ids())
+            if event_id in self._events:
+                found[event_id] = (self._walk_depth(event_id), self._auth_ids[event_id])
         return found
 
-    def _auth_depth(self, event_id: str) -> int:
-        """1 + the largest auth depth of the event's known auth events.
+    def _walk_depth(self, event_id: str) -> int:
+        """max(depth, 1 + the walk depth of each known auth event).
 
         Iterative (auth chains can be thousands of events long). A cycle,
         only possible with forged v1-format IDs, is cut where it closes.
         """
-        depths = self._auth_depths
+        depths = self._walk_depths
         if event_id in depths:
             return depths[event_id]
         in_progress: set[str] = set()
@@ -70,9 +75,10 @@ class InMemoryStateResolutionStore:
             current, children_done = stack.pop()
             if current in depths:
                 continue
-            auth_ids = [a for a in self._events[current].auth_event_ids() if a in self._events]
+            auth_ids = [a for a in self._auth_ids[current] if a in self._events]
             if children_done:
-                depths[current] = 1 + max((depths.get(a, 0) for a in auth_ids), default=0)
+                below = max((depths.get(a, 0) for a in auth_ids), default=0)
+                depths[current] = max(int_field(self._events[current].depth), below + 1)
                 in_progress.discard(current)
                 continue
             in_progress.add(current)

@@ -23,6 +23,13 @@ POWER_LEVELS = ("m.room.power_levels", "")
 CREATE = ("m.room.create", "")
 
 
+def int_field(value: object) -> int:
+    """An integer field (depth, origin_server_ts) for sorting. Events are
+    checked to carry integers on receipt; anything else sorts as 0 rather
+    than break the comparison."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
 def sender_power_level(event: Event, events: Mapping[str, Event]) -> int:
     """The sender's power level "when looking at" the event's auth events.
 
@@ -63,7 +70,7 @@ def reverse_topological_power_order(
 
     def sort_key(event_id: str) -> tuple[int, int, str]:
         event = events[event_id]
-        return (-sender_power_level(event, events), event.origin_server_ts, event_id)
+        return (-sender_power_level(event, events), int_field(event.origin_server_ts), event_id)
 
     ready = [sort_key(e) for e, count in waiting_on.items() if count == 0]
     heapq.heapify(ready)
@@ -98,7 +105,7 @@ async def mainline_order(
 
     def sort_key(event_id: str) -> tuple[float, int, str]:
         event = loader[event_id]
-        return (-positions.of_event(event_id), event.origin_server_ts, event_id)
+        return (-positions.of_event(event_id), int_field(event.origin_server_ts), event_id)
 
     return sorted(event_ids, key=sort_key)
 
@@ -116,7 +123,7 @@ class MainlinePositions:
         self._loader = loader
         # Position of every power levels event seen: on the mainline, its
         # index; otherwise the position reached from it (itself included).
-        self._from_pl: dict[str | None, float] = {None: math.inf}
+        self._from_pl: dict[str, float] = {}
         for index, event_id in enumerate(mainline):
             self._from_pl[event_id] = index
         self._of_event: dict[str, float] = {}
@@ -146,29 +153,27 @@ class MainlinePositions:
                 walking[event_id] = _power_levels_id_in_auth(self._loader[event_id], self._loader)
                 paths[event_id] = []
         while walking:
-            still: dict[str, str | None] = {}
+            still: dict[str, str] = {}
             for event_id, pl_id in walking.items():
-                if pl_id in self._from_pl:
+                if pl_id is None or pl_id in paths[event_id]:
+                    # The end of the chain, or a cycle (forged IDs only).
+                    position = math.inf
+                elif pl_id in self._from_pl:
                     position = self._from_pl[pl_id]
-                    self._of_event[event_id] = position
-                    for passed in paths.pop(event_id):
-                        self._from_pl[passed] = position
-                elif pl_id in paths[event_id]:
-                    # A cycle of forged IDs: no mainline event below.
-                    self._of_event[event_id] = math.inf
-                    for passed in paths.pop(event_id):
-                        self._from_pl[passed] = math.inf
                 else:
                     paths[event_id].append(pl_id)
                     still[event_id] = pl_id
+                    continue
+                self._of_event[event_id] = position
+                for passed in paths.pop(event_id):
+                    self._from_pl[passed] = position
             if not still:
                 break
-            steps = {pl_id for pl_id in still.values() if pl_id is not None}
+            steps = set(still.values())
             await self._loader.load(steps)
             await self._loader.load_auth_events_of(steps)
             walking = {}
             for event_id, pl_id in still.items():
-                assert pl_id is not None
                 pl_event = self._loader.get(pl_id)
                 walking[event_id] = (
                     None if pl_event is None else _power_levels_id_in_auth(pl_event, self._loader)

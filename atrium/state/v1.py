@@ -27,6 +27,7 @@ from atrium.auth.rules import AuthError, auth_types_for_event, check_state_depen
 from atrium.events.event import Event
 from atrium.events.room_versions import RoomVersion
 from atrium.state.loader import EventLoader
+from atrium.state.ordering import int_field
 from atrium.state.store import StateMap
 
 Key = tuple[str, str]
@@ -61,7 +62,7 @@ def _sha1(event_id: str) -> int:
 
 def _ascending_depth(event: Event) -> tuple[int, int]:
     """Ascending depth, then descending sha1(event_id)."""
-    return (event.depth, -_sha1(event.event_id))
+    return (int_field(event.depth), -_sha1(event.event_id))
 
 
 async def resolve_v1(

@@ -34,18 +34,13 @@ def separate(state_sets: Sequence[StateMap]) -> tuple[StateMap, set[str]]:
     A key is unconflicted when EVERY state maps it to the same event; a key
     missing from some state makes the events of the others conflicted.
     """
+    # Set operations on the (key, event ID) pairs: states share most of
+    # their thousands of entries, and this keeps the work in C.
     first, rest = state_sets[0], state_sets[1:]
-    unconflicted: StateMap = {}
-    conflicted: set[str] = set()
-    keys: set[tuple[str, str]] = set(first)
-    for state in rest:
-        keys.update(state)
-    for key in keys:
-        value = first.get(key)
-        if value is not None and all(state.get(key) == value for state in rest):
-            unconflicted[key] = value
-        else:
-            conflicted.update(v for state in state_sets if (v := state.get(key)) is not None)
+    unconflicted_items = set(first.items()).intersection(*(state.items() for state in rest))
+    all_items = set(first.items()).union(*(state.items() for state in rest))
+    unconflicted: StateMap = dict(unconflicted_items)
+    conflicted = {event_id for _, event_id in all_items - unconflicted_items}
     return unconflicted, conflicted
 
 

@@ -8,12 +8,17 @@ state after its last event.
 
 from __future__ import annotations
 
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
 from atrium.auth.rules import AuthError, check_auth_rules_for_event
 from atrium.events.event import Event
 from atrium.events.room_versions import KNOWN_ROOM_VERSIONS, RoomVersion, StateResolutionVersion
 from atrium.state import StateMap, resolve_events
 from atrium.state.memory_store import InMemoryStateResolutionStore
 from tests.support.events import CREATOR, RoomBuilder
+
+T = TypeVar("T")
 
 ALICE = CREATOR  # creates standard_room rooms, power level 100
 BOB = "@bob:other.org"
@@ -66,3 +71,15 @@ async def resolve(room: RoomBuilder, *states: StateMap) -> StateMap:
     """Resolve states of (forks of) ``room`` with every event in the store."""
     store = InMemoryStateResolutionStore(room.events.values())
     return await resolve_events(room.room_id, room.room_version, list(states), None, store)
+
+
+def run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine that never waits on I/O (everything in memory) to
+    completion without a reactor; for hypothesis tests, whose many examples
+    per test do not mix with pytest-twisted's one-Deferred-per-test."""
+    try:
+        coroutine.send(None)
+    except StopIteration as done:
+        return done.value
+    coroutine.close()
+    raise AssertionError("the coroutine waited on something")
