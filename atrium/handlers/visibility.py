@@ -21,15 +21,10 @@ HISTORY_VISIBILITY = ("m.room.history_visibility", "")
 
 
 async def filter_events_for_client(
-    stores: Stores,
-    user_id: str,
-    events: Sequence[Event],
-    currently_joined_rooms: frozenset[str] | None = None,
+    stores: Stores, user_id: str, events: Sequence[Event], currently_joined_rooms: frozenset[str] | None = None
 ) -> list[Event]:
     """The events of ``events`` the user may see, in the same order."""
-    events = [
-        e for e in events if not e.internal_metadata.soft_failed and e.rejected_reason is None
-    ]
+    events = [e for e in events if not e.internal_metadata.soft_failed and e.rejected_reason is None]
     if not events:
         return []
     if currently_joined_rooms is None:
@@ -38,9 +33,7 @@ async def filter_events_for_client(
     member_key = ("m.room.member", user_id)
     state_by_group = {}
     for group in set(groups.values()):
-        state = await stores.state.get_state_ids_for_group(
-            group, types=[HISTORY_VISIBILITY, member_key]
-        )
+        state = await stores.state.get_state_ids_for_group(group, types=[HISTORY_VISIBILITY, member_key])
         state_by_group[group] = state
     needed = {eid for state in state_by_group.values() for eid in state.values()}
     state_events = await stores.events.get_events(needed) if needed else {}
