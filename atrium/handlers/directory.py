@@ -51,13 +51,18 @@ _DIRECTORY_STATE = (*_SHOWN_STATE, "m.room.history_visibility", "m.room.guest_ac
 
 def check_room_alias(alias: str) -> str:
     """The server name of a syntactically valid alias; M_INVALID_PARAM otherwise."""
-    if len(alias.encode("utf-8")) > MAX_ALIAS_LENGTH or not _ALIAS.fullmatch(alias):
+    if (
+        len(alias.encode("utf-8")) > MAX_ALIAS_LENGTH
+        or not _ALIAS.fullmatch(alias)
+        or "\x00" in alias
+    ):
         raise InvalidParam(f"{alias[:300]!r} is not a valid room alias")
     return alias.split(":", 1)[1]
 
 
 def check_room_id(room_id: str) -> None:
-    if not room_id.startswith("!") or ":" not in room_id:
+    # NUL: PostgreSQL cannot compare strings holding it.
+    if not room_id.startswith("!") or ":" not in room_id or "\x00" in room_id:
         raise InvalidParam(f"{room_id[:300]!r} is not a room ID")
 
 

@@ -19,6 +19,14 @@ from atrium.storage.stores.pagination import RoomPosition
 from atrium.sync.token import StreamToken
 
 _TOPOLOGICAL = re.compile(r"t(-?[0-9]{1,19})-(-?[0-9]{1,19})")
+# Orderings are BIGINT columns; a larger number could not even be compared
+# on SQLite (it refuses Python ints beyond 64 bits).
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def in_int64(*values: int) -> bool:
+    return all(INT64_MIN <= v <= INT64_MAX for v in values)
+
 
 PaginationToken = RoomPosition | StreamToken
 
@@ -31,10 +39,15 @@ def parse_pagination_token(text: str, param: str = "from") -> PaginationToken:
     """A topological position or a stream token; M_INVALID_PARAM otherwise."""
     match = _TOPOLOGICAL.fullmatch(text)
     if match is not None:
-        return RoomPosition(int(match.group(1)), int(match.group(2)))
-    if text.startswith("s"):
+        position = RoomPosition(int(match.group(1)), int(match.group(2)))
+        if in_int64(position.topological, position.stream):
+            return position
+    elif text.startswith("s"):
         try:
-            return StreamToken.parse(text)
+            token = StreamToken.parse(text)
         except InvalidParam:
             pass
+        else:
+            if in_int64(token.events.stream, *token.events.instance_positions.values()):
+                return token
     raise InvalidParam(f"Invalid pagination token in {param!r}: {text[:100]!r}")

@@ -110,8 +110,10 @@ def room_event_filter_from_dict(data: Any) -> RoomEventFilter:
         value = data.get(name)
         if value is None:
             continue
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise BadJson(f"Filter field {name!r} must be a list of strings")
+        if not isinstance(value, list) or not all(
+            isinstance(v, str) and "\x00" not in v for v in value
+        ):
+            raise BadJson(f"Filter field {name!r} must be a list of strings (without NUL)")
         kwargs[name] = tuple(value)
     for name in _BOOL_FIELDS:
         value = data.get(name)

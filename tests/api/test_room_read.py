@@ -11,6 +11,7 @@ import pytest_twisted
 from tests.support.client import JsonClient, q
 
 V3 = "/_matrix/client/v3"
+NUL_ROOM = "!a" + chr(0) + ":test.local"
 
 
 async def make_room(client: JsonClient, **extra: Any) -> str:
@@ -314,6 +315,8 @@ async def test_bad_input_gives_matrix_errors_not_500(server):
         (f"{room}/messages", {"dir": "b", "from": "s"}, "M_INVALID_PARAM"),
         (f"{room}/messages", {"dir": "b", "from": "sx_y"}, "M_INVALID_PARAM"),
         (f"{room}/messages", {"dir": "b", "to": "t1-1-1"}, "M_INVALID_PARAM"),
+        (f"{room}/messages", {"dir": "b", "from": "t9999999999999999999-1"}, "M_INVALID_PARAM"),
+        (f"{room}/messages", {"dir": "f", "from": "s99999999999999999999"}, "M_INVALID_PARAM"),
         (f"{room}/messages", {"dir": "sideways"}, "M_INVALID_PARAM"),
         (f"{room}/messages", {}, "M_MISSING_PARAM"),
         (f"{room}/messages", {"dir": "b", "limit": "-1"}, "M_INVALID_PARAM"),
@@ -324,6 +327,12 @@ async def test_bad_input_gives_matrix_errors_not_500(server):
         (f"{room}/messages", {"dir": "b", "filter": '{"limit": 0}'}, "M_BAD_JSON"),
         (f"{room}/messages", {"dir": "b", "filter": '{"contains_url": 1}'}, "M_BAD_JSON"),
         (f"{V3}/rooms/not-a-room/messages", {"dir": "b"}, "M_INVALID_PARAM"),
+        # NUL cannot reach PostgreSQL (it would be a 500 there).
+        (f"{V3}/rooms/{q(NUL_ROOM)}/messages", {"dir": "b"}, "M_INVALID_PARAM"),
+        (f"{room}/state/{q('m.room.name' + chr(0))}", {}, "M_INVALID_PARAM"),
+        (f"{room}/state/m.room.member/{q(chr(0))}", {}, "M_INVALID_PARAM"),
+        (f"{room}/event/{q('$' + chr(0))}", {}, "M_INVALID_PARAM"),
+        (f"{room}/messages", {"dir": "b", "filter": '{"senders": ["\\u0000"]}'}, "M_BAD_JSON"),
         (f"{room}/context/{q(event_id)}", {"limit": "x"}, "M_INVALID_PARAM"),
         (f"{room}/context/{q(event_id)}", {"filter": "nope"}, "M_NOT_JSON"),
         (f"{room}/context/{q('$unknown')}", {}, "M_NOT_FOUND"),

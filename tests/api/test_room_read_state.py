@@ -168,4 +168,6 @@ async def test_timestamp_to_event_finds_nearest_visible_event(server):
         "M_INVALID_PARAM"
     )
     assert (await alice.get(path, query={"dir": "f"})).json["errcode"] == "M_MISSING_PARAM"
+    huge = await alice.get(path, query={"ts": 10**30, "dir": "f"})
+    assert huge.code == 400 and huge.json["errcode"] == "M_INVALID_PARAM"
     assert (await alice.get(path, query={"ts": 5, "dir": "x"})).code == 400

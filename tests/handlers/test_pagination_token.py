@@ -31,7 +31,24 @@ def test_sync_tokens_are_stream_tokens():
     assert parse_pagination_token(token.to_string()) == token
 
 
-@pytest.mark.parametrize("text", ["", "t", "t1", "t1-", "tx-1", "t1-2-3", "s", "sx", "42", "t1-2 "])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "t",
+        "t1",
+        "t1-",
+        "tx-1",
+        "t1-2-3",
+        "s",
+        "sx",
+        "42",
+        "t1-2 ",
+        "t9999999999999999999-1",
+        "s99999999999999999999_0",
+        "sm1~w1.99999999999999999999",
+    ],
+)
 def test_garbage_is_invalid_param(text):
     with pytest.raises(MatrixError) as caught:
         parse_pagination_token(text, "from")

@@ -15,19 +15,27 @@ from twisted.web.server import Request
 from atrium.errors import InvalidParam
 from atrium.events.serialize import serialize_event, serialize_events
 from atrium.handlers.pagination import MAX_LIMIT
-from atrium.handlers.pagination_token import parse_pagination_token
+from atrium.handlers.pagination_token import in_int64, parse_pagination_token
 from atrium.handlers.room_event_filter import parse_room_event_filter
 from atrium.handlers.room_read import MEMBERSHIPS
 from atrium.http.request import query_int, query_string
 from atrium.http.server import Router, client_paths
 
 
+def check_no_nul(*values: str) -> None:
+    """Refuse NUL characters in identifiers: PostgreSQL cannot store or compare them."""
+    if any("\x00" in v for v in values):
+        raise InvalidParam("Identifiers may not contain NUL characters")
+
+
 def check_room_id(room_id: str) -> None:
+    check_no_nul(room_id)
     if not room_id.startswith("!") or ":" not in room_id:
         raise InvalidParam(f"{room_id[:300]!r} is not a room ID")
 
 
 def check_event_id(event_id: str) -> None:
+    check_no_nul(event_id)
     if not event_id.startswith("$"):
         raise InvalidParam(f"{event_id[:300]!r} is not an event ID")
 
@@ -119,6 +127,7 @@ def register_servlets(hs: Any, router: Router) -> None:
         request: Request, room_id: str, event_type: str, state_key: str = ""
     ) -> tuple[int, Any]:
         check_room_id(room_id)
+        check_no_nul(event_type, state_key)
         requester = await auth.get_requester(request)
         # Spec v1.16: ?format=event returns the whole client event.
         fmt = query_string(request, "format", default="content", allowed=("content", "event"))
@@ -142,7 +151,8 @@ def register_servlets(hs: Any, router: Router) -> None:
         requester = await auth.get_requester(request)
         query_string(request, "ts", required=True)
         ts = query_int(request, "ts")
-        assert ts is not None
+        if ts is None or not in_int64(ts):
+            raise InvalidParam("'ts' must be a 64-bit integer")
         direction = query_string(request, "dir", required=True, allowed=("b", "f"))
         body = await reads.timestamp_to_event(requester.user_id, room_id, ts, direction == "b")
         return 200, body
