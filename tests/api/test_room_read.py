@@ -166,6 +166,19 @@ async def test_filters_and_lazy_loaded_members(server):
     with_url = await messages(alice, room_id, dir="b", filter={"contains_url": True})
     assert bodies(with_url.json["chunk"]) == ["b1"]
     assert len(with_url.json["chunk"]) == 1
+    # contains_url is checked after reading: a 1-event page still reaches b1,
+    # two events back, and its `end` continues past it.
+    one = await messages(alice, room_id, dir="b", limit=1, filter={"contains_url": True})
+    assert bodies(one.json["chunk"]) == ["b1"] and "end" in one.json
+    rest = await messages(
+        alice,
+        room_id,
+        dir="b",
+        limit=100,
+        filter={"contains_url": True},
+        **{"from": one.json["end"]},
+    )
+    assert rest.json["chunk"] == [] and "end" not in rest.json
 
     wildcard = await messages(alice, room_id, dir="f", filter={"types": ["m.room.mem*"]})
     assert wildcard.json["chunk"]
