@@ -65,9 +65,7 @@ class AccountDataHandler:
         if not data_type or len(data_type) > MAX_TYPE_LENGTH:
             raise InvalidParam("Invalid account data type")
         if data_type in SERVER_MANAGED_TYPES:
-            raise MatrixError(
-                405, f"Cannot set {data_type} through this API", errcode="M_BAD_JSON"
-            )
+            raise MatrixError(405, f"Cannot set {data_type} through this API", errcode="M_BAD_JSON")
         await self.add_account_data(user_id, room_id, data_type, content)
 
     async def client_get(
@@ -81,7 +79,9 @@ class AccountDataHandler:
             return await self.push_rules.push_rules_content(user_id)
         content = await self.store.get_account_data_by_type(user_id, room_id, data_type)
         if content is None:
-            raise NotFound("Account data not found" if room_id is None else "Room account data not found")
+            raise NotFound(
+                "Account data not found" if room_id is None else "Room account data not found"
+            )
         return content
 
     @staticmethod
@@ -113,9 +113,7 @@ class AccountDataHandler:
         check_room_id(room_id)
         _check_tag(tag)
         order = content.get("order")
-        if "order" in content and (
-            isinstance(order, bool) or not isinstance(order, (int, float))
-        ):
+        if "order" in content and (isinstance(order, bool) or not isinstance(order, (int, float))):
             raise BadJson("'order' must be a number")
         async with self._tag_lock.queue(user_id):
             tags = await self._current_tags(user_id, room_id)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from atrium.errors import BadJson, Forbidden, InvalidParam, NotFound
+from atrium.errors import BadJson, Forbidden, InvalidParam, MissingParam, NotFound
 from atrium.handlers.typing import Publish
 from atrium.replication.streams.presence import row_for_presence
 from atrium.storage.stores.presence import PresenceStore, UserPresence
@@ -60,7 +60,7 @@ class PresenceHandler:
             raise Forbidden("Cannot set the presence of another user")
         state = body.get("presence")
         if state is None:
-            raise BadJson("Missing 'presence'")
+            raise MissingParam("Missing 'presence'")
         if state not in PRESENCE_STATES:
             raise InvalidParam(f"'presence' must be one of {', '.join(PRESENCE_STATES)}")
         status_msg = body.get("status_msg")

@@ -49,7 +49,9 @@ class ReceiptsHandler:
     ) -> None:
         """POST /rooms/{roomId}/receipt/{receiptType}/{eventId}."""
         if receipt_type not in (*RECEIPT_TYPES, FULLY_READ):
-            raise InvalidParam(f"Receipt type must be one of {', '.join((*RECEIPT_TYPES, FULLY_READ))}")
+            raise InvalidParam(
+                f"Receipt type must be one of {', '.join((*RECEIPT_TYPES, FULLY_READ))}"
+            )
         thread_id = body.get("thread_id")
         if thread_id is not None:
             # Spec: a 400 when thread_id is not a non-empty string or does not
@@ -108,9 +110,7 @@ class ReceiptsHandler:
         if receipt is None:
             # Older than the receipt the user already has: nothing changes.
             return
-        await self._publish(
-            "receipts", self.store.get_current_token(), [row_for_receipt(receipt)]
-        )
+        await self._publish("receipts", self.store.get_current_token(), [row_for_receipt(receipt)])
 
     async def _set_fully_read(self, user_id: str, room_id: str, event_id: str) -> None:
         event = await self._event_in_room(event_id, room_id)

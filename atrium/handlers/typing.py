@@ -57,7 +57,12 @@ class TypingHandler:
 
     # -- changes -----------------------------------------------------------------
     async def set_typing(
-        self, requester_user_id: str, target_user_id: str, room_id: str, typing: bool, timeout_ms: int
+        self,
+        requester_user_id: str,
+        target_user_id: str,
+        room_id: str,
+        typing: bool,
+        timeout_ms: int,
     ) -> None:
         """PUT /rooms/{roomId}/typing/{userId}: only for yourself, only when joined."""
         if requester_user_id != target_user_id:
@@ -102,7 +107,9 @@ class TypingHandler:
         self._serial += 1
         serial = self._serial
         self._room_serial[room_id] = serial
-        await self._publish("typing", serial, [TypingStreamRow(room_id, self.typing_users(room_id))])
+        await self._publish(
+            "typing", serial, [TypingStreamRow(room_id, self.typing_users(room_id))]
+        )
 
     # -- reads -----------------------------------------------------------------------
     def typing_users(self, room_id: str) -> list[str]:

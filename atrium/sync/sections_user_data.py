@@ -48,9 +48,7 @@ class AccountDataSection:
         else:
             since, to_id = request.since_key("account_data"), request.now.account_data
             if since < to_id:
-                changes = await self.store.get_updated_account_data_for_user(
-                    user_id, since, to_id
-                )
+                changes = await self.store.get_updated_account_data_for_user(user_id, since, to_id)
                 for room_id, data_type, content in changes:
                     if room_id is None:
                         global_data[data_type] = content

@@ -65,3 +65,26 @@ async def shared_room(alice: Any, *others: Any) -> str:
         joined = await other.post(f"/_matrix/client/v3/join/{q(room_id)}")
         assert joined.code == 200, joined
     return room_id
+
+
+async def long_poll(hs: Any, user_id: str, since: StreamToken, timeout_ms: int = 10_000) -> Any:
+    """Start a /sync-style long-poll on the notifier; returns a Deferred of
+    (response, seconds waited) that fires when the sections have something."""
+    import time
+
+    from twisted.internet import defer
+
+    rooms = await hs.stores.members.get_rooms_for_user(user_id)
+    started = time.monotonic()
+
+    async def check(_token: StreamToken) -> dict[str, Any]:
+        response, _ = await sections_sync(hs, user_id, since)
+        return response
+
+    async def run() -> tuple[dict[str, Any], float]:
+        response = await hs.notifier.wait_for_events(
+            user_id, rooms, timeout_ms, check, lambda r: not r, since=since
+        )
+        return response, time.monotonic() - started
+
+    return defer.ensureDeferred(run())

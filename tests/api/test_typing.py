@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest_twisted
 from twisted.internet import reactor, task
 
-from tests.api.sync_sections_helper import room_ephemeral, sections_sync, shared_room
+from tests.api.sync_sections_helper import long_poll, room_ephemeral, sections_sync, shared_room
 from tests.support.client import q
 
 V3 = "/_matrix/client/v3"
@@ -95,3 +95,21 @@ async def test_typing_refusals_and_bad_input(server):
     bad_token = await alice.put(path, {"typing": True}, token="nonsense")
     assert bad_token.code == 401 and bad_token.json["errcode"] == "M_UNKNOWN_TOKEN"
     assert hs.typing.typing_users(room_id) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_typing_wakes_a_waiting_sync_of_another_member(server):
+    hs, anon = server
+    alice = await anon.register("wanda")
+    bob = await anon.register("will")
+    room_id = await shared_room(alice, bob)
+    _, since = await sections_sync(hs, bob.user_id)
+    waiting = await long_poll(hs, bob.user_id, since)
+    await task.deferLater(reactor, 0.05, lambda: None)
+    assert not waiting.called
+    assert (await alice.put(typing_path(room_id, alice.user_id), {"typing": True})).code == 200
+    response, waited = await waiting
+    assert waited < 5
+    assert room_ephemeral(response, room_id, "m.typing")[0]["content"]["user_ids"] == [
+        alice.user_id
+    ]

@@ -53,9 +53,7 @@ def register_servlets(hs: Any, router: Router) -> None:
         await handler.add_tag(requester.user_id, user_id, room_id, tag, body)
         return 200, {}
 
-    async def delete_tag(
-        request: Request, user_id: str, room_id: str, tag: str
-    ) -> tuple[int, Any]:
+    async def delete_tag(request: Request, user_id: str, room_id: str, tag: str) -> tuple[int, Any]:
         requester = await auth.get_requester(request)
         await handler.remove_tag(requester.user_id, user_id, room_id, tag)
         return 200, {}
@@ -69,6 +67,4 @@ def register_servlets(hs: Any, router: Router) -> None:
     router.register("GET", client_paths(room_data), get_room, read)
     router.register("GET", client_paths(user + "/rooms/{room_id}/tags"), get_tags, read)
     router.register("PUT", client_paths(user + "/rooms/{room_id}/tags/{tag}"), put_tag, write)
-    router.register(
-        "DELETE", client_paths(user + "/rooms/{room_id}/tags/{tag}"), delete_tag, write
-    )
+    router.register("DELETE", client_paths(user + "/rooms/{room_id}/tags/{tag}"), delete_tag, write)

@@ -48,9 +48,7 @@ def register_servlets(hs: Any, router: Router) -> None:
         await handler.set_rule(requester.user_id, kind, rule_id, body, before, after)
         return 200, {}
 
-    async def delete_rule(
-        request: Request, scope: str, kind: str, rule_id: str
-    ) -> tuple[int, Any]:
+    async def delete_rule(request: Request, scope: str, kind: str, rule_id: str) -> tuple[int, Any]:
         requester = await auth.get_requester(request)
         _check_scope(scope)
         await handler.delete_rule(requester.user_id, kind, rule_id)

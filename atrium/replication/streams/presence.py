@@ -41,9 +41,7 @@ class PresenceStream(Stream):
     async def get_updates(
         self, instance_name: str, from_token: int, to_token: int, limit: int
     ) -> StreamUpdates:
-        updates = await self.hs.presence_store.get_all_presence_updates(
-            from_token, to_token, limit
-        )
+        updates = await self.hs.presence_store.get_all_presence_updates(from_token, to_token, limit)
         rows: list[tuple[int, StreamRow]] = [(p.stream_id, row_for_presence(p)) for p in updates]
         limited = len(rows) == limit
         return StreamUpdates(rows, rows[-1][0] if limited else to_token, limited)

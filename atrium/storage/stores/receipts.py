@@ -149,9 +149,7 @@ class ReceiptsStore:
         )
         return _receipt(rows[0]) if rows else None
 
-    async def get_all_updated_receipts(
-        self, from_id: int, to_id: int, limit: int
-    ) -> list[Receipt]:
+    async def get_all_updated_receipts(self, from_id: int, to_id: int, limit: int) -> list[Receipt]:
         """Every receipt written in (from_id, to_id], oldest first (replication catch-up)."""
         rows = await self.db.execute(
             "get_all_updated_receipts",
