@@ -49,11 +49,11 @@ class AccountDataSection:
             since, to_id = request.since_key("account_data"), request.now.account_data
             if since < to_id:
                 changes = await self.store.get_updated_account_data_for_user(user_id, since, to_id)
-                for room_id, data_type, content in changes:
-                    if room_id is None:
+                for changed_room, data_type, content in changes:
+                    if changed_room is None:
                         global_data[data_type] = content
-                    elif room_id in joined:
-                        rooms.setdefault(room_id, {})[data_type] = content
+                    elif changed_room in joined:
+                        rooms.setdefault(changed_room, {})[data_type] = content
             newly = joined & request.newly_joined_room_ids
             if newly:
                 everything = await self.store.get_account_data_for_user(user_id)
