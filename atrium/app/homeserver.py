@@ -62,8 +62,9 @@ class HomeServer:
         self._ports: list[IListeningPort] = []
         # Long-running things with async start()/stop(), started in order.
         self._services: list[Any] = []
-        # /sync sections run after the rooms section (atrium/sync/sections.py).
-        self.sync_sections: list = []
+        # /sync sections after the rooms part (atrium/sync/sections.py): each
+        # domain appends its SyncSection here while the server is built.
+        self.sync_sections: list[Any] = []
 
     def is_mine(self, user_or_room_id: str) -> bool:
         return user_or_room_id.split(":", 1)[-1] == self.server_name

@@ -25,7 +25,7 @@ async def apply_filter(sync_filter: Any, method: str, events: list[Any]) -> list
 
     The filter object belongs to the sync handler; sections only know the
     method names (filter_room_ephemeral, filter_room_account_data,
-    filter_global_account_data, filter_presence). No filter: no filtering.
+    filter_account_data, filter_presence). No filter: no filtering.
     """
     fn = getattr(sync_filter, method, None)
     if fn is None or not events:

@@ -64,9 +64,7 @@ class AccountDataSection:
             # The stored entry is only a change marker: serve the real rules.
             global_data[PUSH_RULES_TYPE] = await self.push_rules.push_rules_content(user_id)
 
-        events = await apply_filter(
-            request.filter, "filter_global_account_data", _events(global_data)
-        )
+        events = await apply_filter(request.filter, "filter_account_data", _events(global_data))
         if events:
             response.setdefault("account_data", {"events": []})["events"].extend(events)
         for room_id in sorted(rooms):

@@ -173,3 +173,30 @@ async def test_account_data_change_wakes_the_users_waiting_sync(server):
     response, waited = await waiting
     assert waited < 5
     assert global_account_data(response) == {"org.example.w": {"w": 1}}
+
+
+class TypesFilter:
+    """A stand-in for the sync filter: keeps only events of ``types``."""
+
+    def __init__(self, types: set[str]) -> None:
+        self.types = types
+
+    def _keep(self, events):
+        return [e for e in events if e["type"] in self.types]
+
+    filter_account_data = filter_room_account_data = filter_presence = _keep
+    filter_room_ephemeral = _keep
+
+
+@pytest_twisted.ensureDeferred
+async def test_sections_apply_the_sync_filter(server):
+    hs, anon = server
+    alice = await anon.register("fay")
+    room_id = await shared_room(alice)
+    assert (await alice.put(global_path(alice.user_id, "org.keep"), {"k": 1})).code == 200
+    assert (await alice.put(global_path(alice.user_id, "org.drop"), {"d": 1})).code == 200
+    assert (await alice.put(room_path(alice.user_id, room_id, "org.drop"), {"d": 2})).code == 200
+    filtered, _ = await sections_sync(hs, alice.user_id, sync_filter=TypesFilter({"org.keep"}))
+    assert global_account_data(filtered) == {"org.keep": {"k": 1}}
+    # A room whose only data was filtered away is not added to the response.
+    assert room_id not in filtered.get("rooms", {}).get("join", {})
