@@ -196,7 +196,14 @@ class HomeServer:
             publisher=self.publisher,
             clock=self.clock,
             server_name=self.server_name,
+            events_position=self.current_token().events.max_position,
         )
+        self.cache_registry.register(
+            "get_rooms_for_user_with_stream_ordering",
+            self.devices.note_membership_invalidation,
+            self.devices.note_membership_invalidation,
+        )
+        self.notifier.add_observer(self.devices.on_new_data)
         # Login and registration create devices through AuthHandler.login.
         self.auth.on_new_device = self.devices.notify_device_added
         self.e2e_keys = E2eKeysHandler(self.e2e_keys_store, self.devices, self.clock, self.is_mine)

@@ -52,8 +52,8 @@ def _check_signed_by(
     ``public_key``; returns the signature."""
     key_id = key_id or f"ed25519:{public_key}"
     try:
-        verify_key = decode_verify_key_id(key_id, public_key)
-        verify_json_object(obj, signer, {key_id: verify_key})
+        verify_keys: dict[str, Any] = {key_id: decode_verify_key_id(key_id, public_key)}
+        verify_json_object(obj, signer, verify_keys)
     except (ValueError, SignatureVerifyError) as e:
         raise invalid_signature(f"Invalid signature by {key_id}: {e}") from None
     return obj["signatures"][signer][key_id]

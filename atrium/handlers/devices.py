@@ -57,6 +57,7 @@ class DeviceHandler:
         publisher: StreamPublisher,
         clock: Any,
         server_name: str,
+        events_position: int = 0,
     ) -> None:
         self.accounts = accounts
         self.device_lists = device_lists
@@ -67,6 +68,11 @@ class DeviceHandler:
         self.clock = clock
         self.server_name = server_name
         self._write_lock = Linearizer("device_lists_writer")
+        # The membership-change gate (see ``on_new_data``): the events
+        # position of the latest membership change this process applied (no
+        # earlier than where it started), and whether one is being applied.
+        self._last_membership_change = events_position
+        self._membership_pending = False
 
     # -- device changes ------------------------------------------------------------
     async def delete_devices(self, user_id: str, device_ids: list[str]) -> None:
@@ -114,6 +120,26 @@ class DeviceHandler:
         hosts.discard(self.server_name)
         return hosts
 
+    # -- the membership-change gate -------------------------------------------------------
+    # Most incremental syncs follow messages, not joins or leaves; the gate
+    # lets them skip the membership-delta query. The composition root
+    # registers ``note_membership_invalidation`` for the membership caches
+    # (invalidated before the position advances, even for state resets) and
+    # ``on_new_data`` as a notifier observer (after it advanced).
+    def note_membership_invalidation(self, *_: Any) -> None:
+        self._membership_pending = True
+
+    def on_new_data(self, stream: str, token: Any, users: Any, rooms: Any) -> None:
+        if stream != "events" or not (users or self._membership_pending):
+            return
+        if isinstance(token, int):
+            self._last_membership_change = max(self._last_membership_change, token)
+            self._membership_pending = False
+        # Any other token shape keeps the gate open (pending): always correct.
+
+    def _membership_may_have_changed(self, since: StreamToken) -> bool:
+        return self._membership_pending or since.events.stream < self._last_membership_change
+
     # -- who changed -------------------------------------------------------------------
     async def get_device_list_changes(
         self, user_id: str, since: StreamToken, now: StreamToken
@@ -141,9 +167,11 @@ class DeviceHandler:
         )
         changed |= signed
 
-        deltas = await self.device_lists.get_membership_deltas(
-            user_id, my_rooms, since.events.stream, now.events.max_position
-        )
+        deltas = []
+        if self._membership_may_have_changed(since):
+            deltas = await self.device_lists.get_membership_deltas(
+                user_id, my_rooms, since.events.stream, now.events.max_position
+            )
         for delta in deltas:
             joined = delta.membership == "join" and delta.prev_membership != "join"
             parted = delta.prev_membership == "join" and delta.membership != "join"

@@ -244,6 +244,4 @@ class E2eKeysHandler:
         self, user_id: str, device_id: str
     ) -> tuple[dict[str, int], list[str]]:
         """(one-time key counts, unused fallback key algorithms) of a device."""
-        counts = await self.store.count_one_time_keys(user_id, device_id)
-        unused = await self.store.get_unused_fallback_key_types(user_id, device_id)
-        return counts, unused
+        return await self.store.get_key_counts(user_id, device_id)

@@ -25,6 +25,8 @@ from atrium.sync.sections import SyncRequest
 
 # The spec's recommended cap on to-device messages per /sync response.
 TO_DEVICE_LIMIT = 100
+# Devices whose acknowledged position ToDeviceSection remembers.
+ACKED_MEMO_SIZE = 100_000
 
 # Keys KeyCountsSection adds; they do not make a response worth returning.
 KEY_COUNT_KEYS = ("device_one_time_keys_count", "device_unused_fallback_key_types")
@@ -34,11 +36,25 @@ class ToDeviceSection:
     def __init__(self, store: ToDeviceStore, limit: int = TO_DEVICE_LIMIT) -> None:
         self.store = store
         self.limit = limit
+        # (user, device) -> the position up to which this process already
+        # deleted acknowledged messages, so a long-poll re-checking the same
+        # `since` does not issue the same DELETE again. Bounded: forgetting
+        # only costs one redundant DELETE.
+        self._acked: dict[tuple[str, str], int] = {}
+
+    async def _acknowledge(self, user_id: str, device_id: str, since: int) -> None:
+        key = (user_id, device_id)
+        if since <= self._acked.get(key, 0):
+            return
+        await self.store.delete_messages_for_device(user_id, device_id, since)
+        if len(self._acked) >= ACKED_MEMO_SIZE:
+            self._acked.clear()
+        self._acked[key] = since
 
     async def fill(self, request: SyncRequest, response: dict[str, Any]) -> None:
         since = request.since_key("to_device")
         if since > 0:
-            await self.store.delete_messages_for_device(request.user_id, request.device_id, since)
+            await self._acknowledge(request.user_id, request.device_id, since)
         now = int(request.now.to_device)
         if now <= since:
             return

@@ -12,8 +12,17 @@ import pytest_twisted
 from twisted.internet import defer
 
 from atrium.sync.e2ee import DeviceListsSection
+from tests.storage.harness import StatementCounter
 from tests.support.client import q
-from tests.support.e2ee import V3, TestDevice, cross_signing_key, login, run_section, section_of
+from tests.support.e2ee import (
+    V3,
+    TestDevice,
+    cross_signing_key,
+    login,
+    run_section,
+    section_of,
+    signed,
+)
 
 
 async def changes(client, since, now):
@@ -127,8 +136,6 @@ async def test_signing_another_users_key_is_news_for_the_signer_only(server):
     hs, anon = server
     alice = await anon.register("alice")
     bob = await anon.register("bob")
-    from tests.support.e2ee import signed
-
     master, master_key = cross_signing_key(alice.user_id, "master")
     usk, usk_key = cross_signing_key(alice.user_id, "user_signing")
     usk = signed(usk, alice.user_id, master_key)
@@ -150,3 +157,29 @@ async def test_signing_another_users_key_is_news_for_the_signer_only(server):
     # No shared room, yet alice's devices must re-fetch bob's keys; bob hears nothing.
     assert await changes(alice, before, after) == ({bob.user_id}, set())
     assert await changes(bob, before, after) == (set(), set())
+
+
+@pytest_twisted.ensureDeferred
+async def test_syncs_after_messages_only_skip_the_membership_query(server):
+    """The membership gate: messages alone never trigger the membership-delta
+    query, while a join (even one the gate saw only as an invalidation) does."""
+    hs, anon = server
+    alice = await anon.register("alice")
+    bob = await anon.register("bob")
+    room = (await alice.post(f"{V3}/createRoom", {"preset": "public_chat"})).json["room_id"]
+    since = hs.current_token()
+    msg = await alice.put(
+        f"{V3}/rooms/{q(room)}/send/m.room.message/m1", {"msgtype": "m.text", "body": "x"}
+    )
+    assert msg.code == 200
+    with StatementCounter(hs.db) as counter:
+        assert not await hs.devices.get_device_list_changes(
+            alice.user_id, since, hs.current_token()
+        )
+    assert "get_membership_deltas" not in counter.transactions
+
+    assert (await bob.post(f"{V3}/join/{q(room)}")).code == 200
+    with StatementCounter(hs.db) as counter:
+        found = await hs.devices.get_device_list_changes(alice.user_id, since, hs.current_token())
+    assert "get_membership_deltas" in counter.transactions
+    assert found.changed == {bob.user_id}

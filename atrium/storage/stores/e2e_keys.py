@@ -158,6 +158,26 @@ class E2eKeysStore:
         )
         return {r[0]: int(r[1]) for r in rows}
 
+    async def get_key_counts(
+        self, user_id: str, device_id: str
+    ) -> tuple[dict[str, int], list[str]]:
+        """(one-time key counts, unused fallback key algorithms): what /sync reports."""
+
+        def txn_fn(txn: Transaction) -> tuple[dict[str, int], list[str]]:
+            counts = txn.select_all(
+                "SELECT algorithm, COUNT(*) FROM e2e_one_time_keys_json"
+                " WHERE user_id = ? AND device_id = ? GROUP BY algorithm",
+                (user_id, device_id),
+            )
+            unused = txn.select_all(
+                "SELECT algorithm FROM e2e_fallback_keys_json"
+                " WHERE user_id = ? AND device_id = ? AND used = FALSE ORDER BY algorithm",
+                (user_id, device_id),
+            )
+            return {r[0]: int(r[1]) for r in counts}, [r[0] for r in unused]
+
+        return await self.db.run_interaction("get_key_counts", txn_fn)
+
     # -- fallback keys -----------------------------------------------------------------
     async def set_fallback_keys(
         self, user_id: str, device_id: str, keys: Iterable[KeyEntry]
