@@ -19,13 +19,17 @@ from atrium.crypto.keys import read_signing_key_file
 from atrium.handlers.auth import AuthHandler
 from atrium.handlers.cross_signing import CrossSigningHandler
 from atrium.handlers.devices import DeviceHandler
+from atrium.handlers.directory import DirectoryHandler
 from atrium.handlers.e2e_keys import E2eKeysHandler
 from atrium.handlers.event_creation import EventCreationHandler
 from atrium.handlers.event_writer import LocalEventWriter
 from atrium.handlers.membership import RoomMemberHandler
+from atrium.handlers.pagination import PaginationHandler
 from atrium.handlers.redaction import RedactionHandler
 from atrium.handlers.registration import InteractiveAuth, RegistrationHandler
+from atrium.handlers.room_access import RoomAccessChecker
 from atrium.handlers.room_creation import RoomCreationHandler
+from atrium.handlers.room_read import RoomReadHandler
 from atrium.handlers.to_device import ToDeviceHandler
 from atrium.http.server import JsonResource, Router
 from atrium.http.site import AtriumSite
@@ -42,6 +46,7 @@ from atrium.storage.stores.accounts import AccountStore
 from atrium.storage.stores.device_lists import DeviceListStore
 from atrium.storage.stores.directory import DirectoryStore
 from atrium.storage.stores.e2e_keys import E2eKeysStore
+from atrium.storage.stores.pagination import PaginationStore
 from atrium.storage.stores.to_device import ToDeviceStore
 from atrium.sync.e2ee import DeviceListsSection, KeyCountsSection, ToDeviceSection
 from atrium.sync.notifier import Notifier
@@ -99,6 +104,8 @@ class HomeServer:
         self.e2e_keys_store = E2eKeysStore(self.db)
         self.to_device_store = await ToDeviceStore.create(self.db)
         self.device_lists_store = await DeviceListStore.create(self.db)
+        # -- room reads and directory: timeline pagination queries (wt/reads) --
+        self.pagination_store = PaginationStore(self.db)
         self._build_replication()
         self._build_handlers()
         self._register_servlets()
@@ -184,6 +191,29 @@ class HomeServer:
             server_name=self.server_name,
         )
         self.redactions = RedactionHandler(self.stores)
+        self._build_read_handlers()
+
+    def _build_read_handlers(self) -> None:
+        """Room reads (/messages, /context, state, members) and the room directory."""
+        self.room_access = RoomAccessChecker(self.stores, self.pagination_store)
+        self.pagination = PaginationHandler(
+            stores=self.stores,
+            pagination=self.pagination_store,
+            access=self.room_access,
+            clock=self.clock,
+        )
+        self.room_reads = RoomReadHandler(
+            stores=self.stores,
+            pagination_store=self.pagination_store,
+            access=self.room_access,
+            pagination=self.pagination,
+        )
+        self.directory_handler = DirectoryHandler(
+            stores=self.stores,
+            directory=self.directory,
+            access=self.room_access,
+            server_name=self.server_name,
+        )
 
     def _build_e2ee_handlers(self) -> None:
         """E2EE: devices and device lists, keys, cross-signing, to-device, /sync sections."""
@@ -238,6 +268,11 @@ class HomeServer:
         from atrium.api.client import account, keys, meta, room_write
 
         for module in (meta, account, room_write, keys):
+            module.register_servlets(self, self.router)
+        # -- room reads and directory (wt/reads) --
+        from atrium.api.client import directory, room_read
+
+        for module in (room_read, directory):
             module.register_servlets(self, self.router)
 
     # -- running ---------------------------------------------------------------
