@@ -8,15 +8,26 @@ processes over the bus, if there is one.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Protocol
 
 from atrium.replication.handler import ReplicationDataHandler
 from atrium.replication.streams import StreamRow
 
 
+class RowSender(Protocol):
+    """Ships an update to the other processes (``ReplicationCommandHandler``).
+
+    Must not block: it queues the update, keeping the order of calls.
+    """
+
+    def send_rows(
+        self, stream_name: str, instance: str, token: int, rows: Sequence[StreamRow]
+    ) -> None: ...
+
+
 class StreamPublisher:
     def __init__(
-        self, data_handler: ReplicationDataHandler, instance_name: str, bus: Any = None
+        self, data_handler: ReplicationDataHandler, instance_name: str, bus: RowSender | None = None
     ) -> None:
         self.data_handler = data_handler
         self.instance_name = instance_name

@@ -55,6 +55,10 @@ class Stream(abc.ABC):
     ROW_TYPE: ClassVar[type[StreamRow]]
     # The stream key in client StreamTokens, or None if clients never see it.
     TOKEN_KEY: ClassVar[str | None] = None
+    # True for streams that live only in their writer's memory (typing):
+    # other processes fetch missed rows from the writer over the
+    # authenticated HTTP replication endpoint, not from the database.
+    IN_MEMORY: ClassVar[bool] = False
 
     def __init__(self, hs: Any) -> None:
         self.hs = hs
