@@ -10,9 +10,12 @@ check the invalidate -> advance -> notify order.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import AsyncIterator, Collection, Iterable
+from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
+import yaml
 from twisted.internet import reactor, task
 
 from atrium.replication.bus import BusConnection
@@ -36,6 +39,8 @@ class RecordingNotifier:
         self, stream: str, token: Any, users: Iterable[str] = (), rooms: Iterable[str] = ()
     ) -> None:
         p = self.process
+        for hook in p.notify_hooks:
+            hook(stream, token, frozenset(users), frozenset(rooms))
         p.log.append(
             (
                 "notify",
@@ -62,6 +67,7 @@ class Process:
     connection: BusConnection
     stores: Any
     log: list[tuple[Any, ...]]
+    notify_hooks: list[Any]
 
     def record_cache(self, name: str) -> None:
         """Register a cache called ``name`` that logs its invalidations."""
@@ -105,6 +111,7 @@ async def make_process(
     p.db = db
     p.clock = Clock(reactor)
     p.log = []
+    p.notify_hooks = []
     p.registry = CacheRegistry()
     p.invalidator = await ReplicatingCacheInvalidator.create(
         LocalCacheInvalidator(p.registry), db, instance_name, p.clock
@@ -158,3 +165,50 @@ async def wait_until(condition: Any, timeout: float = 10.0, what: str = "conditi
         waited += 0.02
         if waited > timeout:
             raise AssertionError(f"timed out waiting for {what}")
+
+
+@asynccontextmanager
+async def homeserver_on_bus(
+    tmp_path: Path, db_kind: str, postgres_server: str, bus: Any, **overrides: Any
+) -> AsyncIterator[tuple[Any, Any]]:
+    """A real master HomeServer (HTTP on a free port) whose replication uses ``bus``
+    (an InProcessBus set before setup(), or None with ``redis`` in overrides)."""
+    from atrium.app.homeserver import HomeServer
+    from atrium.config.generate import generate_config
+    from atrium.config.homeserver import load_config
+    from tests.support.client import JsonClient
+    from tests.support.db import create_postgres_database, drop_postgres_database
+
+    db_url = create_postgres_database(postgres_server) if db_kind == "postgres" else None
+    config_path, _ = generate_config(
+        tmp_path / "master",
+        "test.local",
+        database_url=db_url,
+        http_port=0,
+        enable_registration=True,
+    )
+    data = yaml.safe_load(config_path.read_text())
+    data.setdefault("rate_limits", {})["enabled"] = False
+    data.update(overrides)
+    config_path.write_text(yaml.safe_dump(data))
+    hs = HomeServer(load_config([str(config_path)]), reactor)
+    if bus is not None:
+        hs.replication_bus = bus
+    try:
+        await hs.setup()
+        await hs.start()
+        port = hs.start_listening()[0].getHost().port
+        yield hs, JsonClient(f"http://127.0.0.1:{port}")
+    finally:
+        await hs.stop()
+        if db_url is not None:
+            drop_postgres_database(postgres_server, db_url)
+
+
+def open_database(url: str) -> DatabasePool:
+    """Another pool on the same database (a second process's connection)."""
+    from atrium.storage.engines import create_engine
+
+    pool = DatabasePool(create_engine(url), reactor)
+    pool.start()
+    return pool
