@@ -87,7 +87,8 @@ class HomeServer:
         replication_http.register_servlets(self, self.router)
         self.replication = await build_replication_service(self)
         if self.replication is not None:
-            self.invalidator = self.replication.invalidator
+            # Same CacheInvalidator protocol as the local one it wraps.
+            self.invalidator = self.replication.invalidator  # type: ignore[assignment]
             self._services.insert(0, self.replication)
         # -- end replication transport ------------------------------------------------
         self.stores = await build_stores(self.db, self.invalidator)

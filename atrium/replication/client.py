@@ -19,7 +19,7 @@ import json
 import logging
 import secrets
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote, urlencode
 
 from twisted.internet import defer
@@ -99,9 +99,10 @@ class ReplicationHttpClient:
                 "Content-Type": ["application/json"],
             }
         )
-        producer = None
+        producer: IBodyProducer | None = None
         if body is not None:
-            producer = _Body(json.dumps(body, separators=(",", ":")).encode("utf-8"))
+            raw_body = json.dumps(body, separators=(",", ":")).encode("utf-8")
+            producer = cast(IBodyProducer, _Body(raw_body))
         url = base.rstrip("/") + path
         try:
             d = self._agent.request(method.encode(), url.encode(), headers, producer)
@@ -115,7 +116,11 @@ class ReplicationHttpClient:
         except ValueError:
             data = None
         if response.code != 200:
-            error = data.get("error") if isinstance(data, dict) else raw[:200]
+            error = (
+                data.get("error")
+                if isinstance(data, dict)
+                else raw[:200].decode("utf-8", "replace")
+            )
             raise ReplicationHttpError(response.code, f"{method} {url}: {error}")
         return data
 

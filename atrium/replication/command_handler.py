@@ -20,8 +20,10 @@ order and a caches row is applied before the events rows published after it.
 RDATA rows of another process are held until that update's POSITION
 ``prev -> new`` (sent in the same message, so a message either arrives whole
 or not at all). Then, per (stream, writer):
-- no position known yet (this process just started, its caches are empty):
-  start at ``prev``;
+- no position known for that writer: for a database stream (positions of
+  every writer with rows were loaded at start-up, before subscribing) the
+  writer is new, so start from 0 and fetch all its rows; for an in-memory
+  stream start at ``prev`` (nothing of it is cached here yet);
 - applied position < ``prev``: rows were missed (a dropped link, a late
   start): fetch (applied, prev] with ``StreamFetcher`` and apply them first;
 - apply the held rows token by token (``ReplicationDataHandler.on_rows``:
@@ -153,6 +155,10 @@ class ReplicationCommandHandler(BusListener):
         self._held: dict[tuple[str, str], list[tuple[int, list[StreamRow]]]] = {}
         self._listeners: dict[str, list[CommandListener]] = {}
         self._idle_waiters: list[defer.Deferred[None]] = []
+        # Streams whose writers' positions were read from the database at start.
+        self._loaded_streams: set[str] = set()
+        # (stream, writer) pairs caught up to a POSITION heard since connecting.
+        self._caught_up: set[tuple[str, str]] = set()
         self.last_own_ping_ms: int | None = None
         if caches_writer is not None:
             caches_writer.on_pending = self._caches_pending
@@ -398,9 +404,12 @@ class ReplicationCommandHandler(BusListener):
         dh = self.data_handler
         current = dh.positions.get(stream_name, {}).get(instance)
         if current is None:
-            # First word from this writer: nothing of it is cached here yet.
-            dh.set_position(stream_name, instance, prev)
-            current = prev
+            # A database stream's positions were loaded at start-up for every
+            # writer that had rows then: this writer's rows are all newer than
+            # that, so start from its beginning. Otherwise (in-memory streams)
+            # start where the writer is: nothing of it is cached here yet.
+            current = 0 if stream_name in self._loaded_streams else prev
+            dh.set_position(stream_name, instance, current)
         if current < prev:
             if not await self._catch_up(stream_name, instance, current, prev):
                 # Held rows are dropped: the retry fetches them too.
@@ -418,6 +427,7 @@ class ReplicationCommandHandler(BusListener):
             current = token
         if new > current:
             dh.set_position(stream_name, instance, new)
+        self._caught_up.add((stream_name, instance))
 
     def _requeue(self, command: PositionCommand) -> None:
         self._inbound.append(command)
@@ -474,17 +484,34 @@ class ReplicationCommandHandler(BusListener):
         return True
 
     # -- start-up -----------------------------------------------------------------------
+    async def load_stored_positions(self) -> None:
+        """Start every database stream at each writer's persisted position.
+
+        Called before subscribing: rows persisted after this are then either
+        heard live or found by the REPLICATE catch-up. A process starting up
+        has nothing cached, so rows before these positions need no applying.
+        """
+        for name, stream in self.streams.items():
+            positions = await stream.stored_positions()
+            if positions is None:
+                continue
+            self._loaded_streams.add(name)
+            for instance, token in positions.items():
+                if instance != self.instance_name:
+                    self.data_handler.set_position(name, instance, token)
+
     async def wait_for_writers(
         self, expected: Mapping[str, Collection[str]], timeout: float
     ) -> bool:
-        """Wait until a position is known for every (stream, writer) in ``expected``."""
+        """Wait until this process has caught up with a POSITION of every
+        (stream, writer) in ``expected`` (the answers to its REPLICATE)."""
         deadline = self.clock.time() + timeout
         while True:
             missing = [
                 (s, w)
                 for s, writers in expected.items()
                 for w in writers
-                if w not in self.data_handler.positions.get(s, {})
+                if (s, w) not in self._caught_up
             ]
             if not missing:
                 return True

@@ -44,7 +44,7 @@ class _Link:
         self.bus = bus
         self.role = role
         self.protocol: Any = None
-        self.first = defer.Deferred()
+        self.first: defer.Deferred[None] = defer.Deferred()
         self.ever_ready = False
 
     def ready(self, protocol: Any) -> None:

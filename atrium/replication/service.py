@@ -98,6 +98,7 @@ class ReplicationService:
         )
         handler.attach(self.connection)
         hs.publisher.bus = handler
+        await handler.load_stored_positions()
         await self.connection.start()
         await handler.wait_for_writers(self.expected_writers(), self.startup_timeout)
         self._prune_loop = hs.clock.looping_call(self._prune, 3600.0)

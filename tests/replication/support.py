@@ -84,6 +84,7 @@ class Process:
         return [e for e in self.log if e[0] == "notify" and e[1] == stream]
 
     async def start(self) -> None:
+        await self.handler.load_stored_positions()
         await self.connection.start()
 
     async def stop(self) -> None:

@@ -126,37 +126,54 @@ async def test_position_ahead_of_what_was_applied_fetches_the_missing_rows_first
 
 
 @pytest_twisted.ensureDeferred
-async def test_replicate_on_start_catches_up_from_the_known_position_then_applies_live_rows_in_order(
-    db,
-):
+async def test_start_loads_stored_positions_then_replicate_catches_up_before_live_rows(db):
+    """A starting process begins at the positions persisted in the database (rows
+    before them need no applying: its caches are empty), subscribes, and fetches
+    what was written in between before the live rows queued meanwhile."""
     bus = InProcessBus()
     writer = await make_process("w1", db, bus.connect())
     await writer.start()
-    for i in range(1, 31):
+    for i in range(1, 11):
         writer.invalidator.invalidate("get_thing", [(i,)])
         await settle(writer)
 
-    # A reader that knows it had applied up to 4 (its stored position); small
-    # pages so the catch-up takes several database round trips.
+    # Small pages so the catch-up takes several database round trips.
     reader = await make_process("r1", db, bus.connect(), fetch_limit=4)
     reader.record_cache("get_thing")
-    reader.data_handler.set_position("caches", "w1", 4)
-    # A brand-new reader: nothing cached, so it starts at the writer's position.
-    fresh = await make_process("r2", db, bus.connect())
-    fresh.record_cache("get_thing")
-
-    await reader.start()
-    await fresh.start()
+    await reader.handler.load_stored_positions()
+    assert reader.data_handler.get_position("caches", "w1") == 10
+    # Written after the reader read the positions but before it subscribed.
+    for i in range(11, 26):
+        writer.invalidator.invalidate("get_thing", [(i,)])
+        await settle(writer)
+    await reader.connection.start()
     # Live rows while the reader is still catching up.
-    for i in range(31, 41):
+    for i in range(26, 36):
         writer.invalidator.invalidate("get_thing", [(i,)])
         await task.deferLater(reactor, 0, lambda: None)
-    await settle(writer, reader, fresh)
+    await settle(writer, reader)
 
-    assert reader.invalidated("get_thing") == [(i,) for i in range(5, 41)]
-    assert reader.data_handler.get_position("caches", "w1") == 40
-    assert fresh.invalidated("get_thing") == [(i,) for i in range(31, 41)]
-    assert fresh.data_handler.get_position("caches", "w1") == 40
+    assert reader.invalidated("get_thing") == [(i,) for i in range(11, 36)]
+    assert reader.data_handler.get_position("caches", "w1") == 35
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_writer_first_heard_after_start_is_replayed_from_its_first_row(db):
+    """Positions are loaded for every writer with rows at start-up; a writer with
+    none then has written everything since, so all its rows are applied even if
+    the first thing heard from it is a later POSITION."""
+    bus = InProcessBus()
+    reader = await make_process("r1", db, bus.connect())
+    reader.record_cache("get_thing")
+    await reader.start()
+    writer = await make_process("w1", db, bus.connect())
+    # The writer's first rows are never heard (its link is not up yet).
+    for i in range(1, 4):
+        writer.invalidator.invalidate("get_thing", [(i,)])
+        await settle(writer)
+    await writer.start()
+    await settle(writer, reader)
+    assert reader.invalidated("get_thing") == [(1,), (2,), (3,)]
 
 
 @pytest_twisted.ensureDeferred
@@ -215,3 +232,16 @@ async def test_malformed_lines_on_the_bus_are_dropped_and_the_rest_still_applies
     await settle(reader)
     assert reader.invalidated("get_thing") == [("x",), ("y",)]
     assert reader.data_handler.get_position("caches", "w9") == 3
+
+
+@pytest_twisted.ensureDeferred
+async def test_start_up_waits_for_each_writer_to_answer_replicate(db):
+    bus = InProcessBus()
+    reader = await make_process("r1", db, bus.connect())
+    await reader.start()
+    # Nobody writes "caches" as w1 yet: the wait gives up (bounded), saying so.
+    assert not await reader.handler.wait_for_writers({"caches": ["w1"]}, timeout=0.2)
+    writer = await make_process("w1", db, bus.connect())
+    await writer.start()
+    # The writer's own REPLICATE makes it announce its positions to everyone.
+    assert await reader.handler.wait_for_writers({"caches": ["w1"]}, timeout=5)

@@ -73,6 +73,11 @@ class Stream(abc.ABC):
     def current_token(self, instance_name: str) -> int:
         """The writer's own position (only meaningful on that writer)."""
 
+    async def stored_positions(self) -> dict[str, int] | None:
+        """Each writer's persisted position, for a process starting up; None for
+        streams not kept in the database (their positions come from the writers)."""
+        return None
+
     async def effects(self, rows: Iterable[StreamRow]) -> Effects:
         """Cache invalidations and notifier targets for a batch of rows."""
         return Effects()

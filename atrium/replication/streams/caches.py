@@ -81,6 +81,15 @@ class CachesStream(Stream):
     ) -> StreamUpdates:
         return await get_cache_invalidations(self.hs.db, instance_name, from_token, to_token, limit)
 
+    async def stored_positions(self) -> dict[str, int] | None:
+        # Each process writes its rows one flush at a time, in order.
+        rows = await self.hs.db.execute(
+            "caches_stream_positions",
+            "SELECT instance_name, MAX(stream_id) FROM cache_invalidation_stream"
+            " GROUP BY instance_name",
+        )
+        return {r[0]: int(r[1]) for r in rows}
+
     async def effects(self, rows: Iterable[StreamRow]) -> Effects:
         effects = Effects()
         for row in rows:
