@@ -13,6 +13,23 @@ say). Other processes apply the row by invalidating the same keys.
 Several processes write this stream, each in its own id space (rows are
 keyed by ``(instance_name, stream_id)``), so positions are per instance like
 every other stream.
+
+Why a consumer applies a writer's caches rows before the events rows that
+need them, in every case:
+- live: the invalidation is queued (in the store's after-commit callback)
+  before the writer publishes the events rows, the writer's one outbound
+  queue sends in that order over one ordered channel, and the consumer
+  handles commands one at a time in arrival order;
+- after a gap or reconnect: the writer answers REPLICATE from the same
+  queue, so every caches row queued before the answer is written and sent
+  first; the answer names the caches stream first, and the consumer catches
+  up each POSITION fully before handling the next, so caches are caught up
+  before events;
+- at start-up: positions are loaded from the database before subscribing and
+  the process has nothing cached, so a caches row it has not applied yet can
+  only concern data it has not read yet; the row arrives live or by
+  catch-up before the process answers requests (the service waits for the
+  writers' REPLICATE answers).
 """
 
 from __future__ import annotations
