@@ -18,12 +18,16 @@ from atrium.config.homeserver import HomeServerConfig
 from atrium.crypto.keys import read_signing_key_file
 from atrium.handlers.auth import AuthHandler
 from atrium.handlers.devices import DeviceHandler
+from atrium.handlers.directory import DirectoryHandler
 from atrium.handlers.event_creation import EventCreationHandler
 from atrium.handlers.event_writer import LocalEventWriter
 from atrium.handlers.membership import RoomMemberHandler
+from atrium.handlers.pagination import PaginationHandler
 from atrium.handlers.redaction import RedactionHandler
 from atrium.handlers.registration import InteractiveAuth, RegistrationHandler
+from atrium.handlers.room_access import RoomAccessChecker
 from atrium.handlers.room_creation import RoomCreationHandler
+from atrium.handlers.room_read import RoomReadHandler
 from atrium.http.server import JsonResource, Router
 from atrium.http.site import AtriumSite
 from atrium.replication.handler import ReplicationDataHandler
@@ -37,6 +41,7 @@ from atrium.storage.persistence import build_event_persister
 from atrium.storage.stores import LocalCacheInvalidator, build_stores
 from atrium.storage.stores.accounts import AccountStore
 from atrium.storage.stores.directory import DirectoryStore
+from atrium.storage.stores.pagination import PaginationStore
 from atrium.sync.notifier import Notifier
 from atrium.sync.token import STREAM_KEYS, RoomStreamToken, StreamToken
 from atrium.util.caches.registry import CacheRegistry, register_store_caches
@@ -62,6 +67,9 @@ class HomeServer:
         self._ports: list[IListeningPort] = []
         # Long-running things with async start()/stop(), started in order.
         self._services: list[Any] = []
+        # /sync sections after the rooms part (atrium/sync/sections.py): each
+        # domain appends its SyncSection here while the server is built.
+        self.sync_sections: list[Any] = []
 
     def is_mine(self, user_or_room_id: str) -> bool:
         return user_or_room_id.split(":", 1)[-1] == self.server_name
@@ -98,8 +106,12 @@ class HomeServer:
         self.directory = DirectoryStore(self.db)
         for store in (self.accounts, self.directory):
             register_store_caches(self.cache_registry, store)
+        # -- room reads and directory: timeline pagination queries (wt/reads) --
+        self.pagination_store = PaginationStore(self.db)
+        await self._build_user_data_stores()
         self._build_replication()
         self._build_handlers()
+        self._build_user_data_handlers()
         self._register_servlets()
 
     def _build_replication(self) -> None:
@@ -183,6 +195,98 @@ class HomeServer:
             server_name=self.server_name,
         )
         self.redactions = RedactionHandler(self.stores)
+        self._build_read_handlers()
+
+    def _build_read_handlers(self) -> None:
+        """Room reads (/messages, /context, state, members) and the room directory."""
+        self.room_access = RoomAccessChecker(self.stores, self.pagination_store)
+        self.pagination = PaginationHandler(
+            stores=self.stores,
+            pagination=self.pagination_store,
+            access=self.room_access,
+            clock=self.clock,
+        )
+        self.room_reads = RoomReadHandler(
+            stores=self.stores,
+            pagination_store=self.pagination_store,
+            access=self.room_access,
+            pagination=self.pagination,
+        )
+        self.directory_handler = DirectoryHandler(
+            stores=self.stores,
+            directory=self.directory,
+            access=self.room_access,
+            server_name=self.server_name,
+        )
+
+    # -- user data & ephemeral: typing, receipts, account data, push rules,
+    # -- presence, profile ---------------------------------------------------------
+    async def _build_user_data_stores(self) -> None:
+        """Stores (and the in-memory typing state) whose positions the streams report."""
+        from atrium.handlers.typing import TypingHandler
+        from atrium.storage.stores.account_data import AccountDataStore
+        from atrium.storage.stores.presence import PresenceStore
+        from atrium.storage.stores.push_rules import PushRulesStore
+        from atrium.storage.stores.receipts import ReceiptsStore
+
+        assert self.db is not None
+        self.account_data_store = await AccountDataStore.create(self.db)
+        self.receipts_store = await ReceiptsStore.create(self.db)
+        self.presence_store = await PresenceStore.create(self.db)
+        self.push_rules_store = PushRulesStore(self.db, self.account_data_store)
+        for store in (
+            self.account_data_store,
+            self.receipts_store,
+            self.presence_store,
+            self.push_rules_store,
+        ):
+            register_store_caches(self.cache_registry, store)
+        # Built before the replication spine (which asks it for the typing
+        # position); publishing goes through the publisher built just after.
+        self.typing = TypingHandler(
+            self.clock, self._is_joined, lambda *args: self.publisher.publish(*args)
+        )
+
+    async def _is_joined(self, user_id: str, room_id: str) -> bool:
+        return user_id in await self.stores.members.get_users_in_room(room_id)
+
+    async def _user_exists(self, user_id: str) -> bool:
+        return self.is_mine(user_id) and await self.accounts.get_user(user_id) is not None
+
+    def _build_user_data_handlers(self) -> None:
+        from atrium.handlers.account_data import AccountDataHandler
+        from atrium.handlers.presence import PresenceHandler
+        from atrium.handlers.profile import ProfileHandler
+        from atrium.handlers.push_rules import PushRulesHandler
+        from atrium.handlers.receipts import ReceiptsHandler
+        from atrium.sync.sections_ephemeral import ReceiptsSection, TypingSection
+        from atrium.sync.sections_user_data import AccountDataSection, PresenceSection
+
+        publish = self.publisher.publish
+        self.push_rules = PushRulesHandler(self.push_rules_store, publish)
+        self.account_data = AccountDataHandler(self.account_data_store, publish, self.push_rules)
+        self.receipts = ReceiptsHandler(
+            self.receipts_store,
+            self.stores.events,
+            self._is_joined,
+            self.account_data,
+            self.clock,
+            publish,
+        )
+        self.presence = PresenceHandler(
+            self.presence_store, self.stores.members, self._user_exists, self.clock, publish
+        )
+        self.profile = ProfileHandler(
+            self.accounts, self.stores.members, self.room_members, self.is_mine
+        )
+        self.sync_sections.extend(
+            [
+                AccountDataSection(self.account_data_store, self.push_rules),
+                PresenceSection(self.presence_store, self.stores.members, self.clock),
+                TypingSection(self.typing),
+                ReceiptsSection(self.receipts_store),
+            ]
+        )
 
     def _build_event_sender(self) -> Any:
         """The local writer where this process writes events."""
@@ -200,6 +304,16 @@ class HomeServer:
         from atrium.api.client import account, meta, room_write
 
         for module in (meta, account, room_write):
+            module.register_servlets(self, self.router)
+        # -- room reads and directory (wt/reads) --
+        from atrium.api.client import directory, room_read
+
+        for module in (room_read, directory):
+            module.register_servlets(self, self.router)
+        # user data & ephemeral
+        from atrium.api.client import account_data, ephemeral, presence, profile, push_rules
+
+        for module in (ephemeral, account_data, push_rules, presence, profile):
             module.register_servlets(self, self.router)
 
     # -- running ---------------------------------------------------------------
