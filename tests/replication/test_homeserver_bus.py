@@ -161,3 +161,45 @@ async def test_replication_endpoints_are_disabled_without_a_secret(server):
     assert resp.code == 403 and resp.json["errcode"] == "M_FORBIDDEN"
     # A process alone has no bus and keeps the plain local invalidator.
     assert hs.replication is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_missed_typing_rows_are_fetched_from_the_writer_over_http(db_kind, tmp_path):
+    """Typing lives only in the writer's memory: a reader that missed changes gets
+    them from the master's replication endpoint, authenticated with the secret."""
+    from twisted.internet import reactor
+
+    from atrium.replication.client import ReplicationHttpClient
+
+    bus = InProcessBus()
+    async with homeserver_on_bus(
+        tmp_path, db_kind, POSTGRES_URL, bus, worker_replication_secret=SECRET
+    ) as (hs, anon):
+        reader_db = open_database(hs.config.database_url)
+        http = ReplicationHttpClient(
+            reactor, SECRET, lambda instance: anon.base_url if instance == "master" else None
+        )
+        reader = await make_process("reader", reader_db, bus.connect(), http=http)
+        try:
+            await reader.start()
+            alice = await anon.register("alice")
+            room_id = (await alice.post(f"{V3}/createRoom", {})).json["room_id"]
+            await settle(reader)
+            assert "master" in reader.data_handler.positions["typing"]
+
+            reader.connection.simulate_disconnect()
+            typed = await alice.put(
+                f"{V3}/rooms/{q(room_id)}/typing/{q(alice.user_id)}",
+                {"typing": True, "timeout": 30000},
+            )
+            assert typed.code == 200, typed
+            assert not any(room_id in n[4] for n in reader.notifications("typing"))
+            reader.connection.simulate_reconnect()
+            await wait_until(
+                lambda: any(room_id in n[4] for n in reader.notifications("typing")),
+                what="the missed typing row",
+            )
+            assert reader.data_handler.get_position("typing", "master") == hs.typing.current_token()
+        finally:
+            await reader.stop()
+            reader_db.close()
