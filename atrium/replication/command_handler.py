@@ -27,8 +27,9 @@ or not at all). Then, per (stream, writer):
 - applied position < ``prev``: rows were missed (a dropped link, a late
   start): fetch (applied, prev] with ``StreamFetcher`` and apply them first;
 - apply the held rows token by token (``ReplicationDataHandler.on_rows``:
-  invalidate, advance, notify, for each token's batch), skipping tokens
-  already applied; then advance to ``new``.
+  invalidate, advance, notify, for each token's batch; a token the writer
+  published out of order is applied without moving the position back); then
+  advance to ``new``.
 If a fetch keeps failing, the held rows are dropped and the position stays
 put; the fetch is retried later (the next POSITION covers the dropped rows).
 
@@ -154,12 +155,10 @@ class ReplicationCommandHandler(BusListener):
         # (stream, instance) -> complete tokens waiting for their POSITION.
         self._held: dict[tuple[str, str], list[tuple[int, list[StreamRow]]]] = {}
         self._listeners: dict[str, list[CommandListener]] = {}
-        self._idle_waiters: list[defer.Deferred[None]] = []
         # Streams whose writers' positions were read from the database at start.
         self._loaded_streams: set[str] = set()
         # (stream, writer) pairs caught up to a POSITION heard since connecting.
         self._caught_up: set[tuple[str, str]] = set()
-        self.last_own_ping_ms: int | None = None
         if caches_writer is not None:
             caches_writer.on_pending = self._caches_pending
 
@@ -242,24 +241,25 @@ class ReplicationCommandHandler(BusListener):
     def _update_commands(
         self, stream_name: str, updates: Sequence[tuple[int, Sequence[StreamRow]]]
     ) -> list[Command]:
-        """One update's message: its rows token by token, then one POSITION."""
+        """One update's message: its rows token by token, then one POSITION.
+
+        Rows whose token is not past the last one sent (a writer that published
+        out of order, or re-published an event it had stored before) are still
+        sent, and receivers still apply them, but the POSITION does not go back.
+        """
         prev = self._last_sent.get(stream_name, 0)
         me = self.instance_name
         commands: list[Command] = []
         last = prev
         for token, rows in updates:
-            if token <= last:
-                # Already announced (e.g. an event stored before, sent again).
-                logger.debug("not re-sending %s rows at %d <= %d", stream_name, token, last)
-                continue
             for i, row in enumerate(rows):
                 commands.append(
                     RdataCommand(
                         stream_name, me, token if i == len(rows) - 1 else None, row.to_json()
                     )
                 )
-            last = token
-        if last == prev:
+            last = max(last, token)
+        if not commands and last == prev:
             return []
         commands.append(PositionCommand(stream_name, me, prev, last))
         self._last_sent[stream_name] = last
@@ -316,9 +316,6 @@ class ReplicationCommandHandler(BusListener):
                     logger.exception("Handling replication command %s failed", command.NAME)
         finally:
             self._inbound_running = False
-            waiters, self._idle_waiters = self._idle_waiters, []
-            for d in waiters:
-                d.callback(None)
 
     def is_idle(self) -> bool:
         """Nothing queued to send or to handle (tests wait for this)."""
@@ -330,14 +327,6 @@ class ReplicationCommandHandler(BusListener):
             or self._inbound_scheduled
             or (self.caches_writer is not None and self.caches_writer.has_pending())
         )
-
-    async def wait_until_idle(self) -> None:
-        """Return once every command received so far is handled (tests, start-up)."""
-        if not self._inbound and not self._inbound_running and not self._inbound_scheduled:
-            return
-        d: defer.Deferred[None] = defer.Deferred()
-        self._idle_waiters.append(d)
-        await d
 
     async def _handle(self, command: Command) -> None:
         if isinstance(command, RdataCommand):
@@ -421,10 +410,11 @@ class ReplicationCommandHandler(BusListener):
                 return
             current = prev
         for token, rows in held:
-            if token <= current:
-                continue
+            # A token at or below the position (the writer published out of
+            # order) is applied all the same: invalidating and waking twice is
+            # harmless, missing an invalidation is not. The position never goes back.
             await dh.on_rows(stream_name, instance, token, rows)
-            current = token
+            current = max(current, token)
         if new > current:
             dh.set_position(stream_name, instance, new)
         self._caught_up.add((stream_name, instance))

@@ -245,3 +245,23 @@ async def test_start_up_waits_for_each_writer_to_answer_replicate(db):
     await writer.start()
     # The writer's own REPLICATE makes it announce its positions to everyone.
     assert await reader.handler.wait_for_writers({"caches": ["w1"]}, timeout=5)
+
+
+@pytest_twisted.ensureDeferred
+async def test_rows_published_out_of_order_are_still_applied_without_moving_back(db):
+    """A writer whose concurrent writes finish out of order publishes token 6 before 5:
+    the other processes still apply both (a lost invalidation would leave a stale
+    cache), and their position stays at 6."""
+    bus = InProcessBus()
+    writer = await make_process("w1", db, bus.connect(), written=("caches", "events"))
+    reader = await make_process("r1", db, bus.connect())
+    reader.record_cache("get_rooms_for_user_with_stream_ordering")
+    for p in (writer, reader):
+        await p.start()
+    await settle(writer, reader)
+    await writer.publisher.publish("events", 6, [_member_row("@b:hs")])
+    await writer.publisher.publish("events", 5, [_member_row("@a:hs")])
+    await settle(writer, reader)
+    assert reader.invalidated("get_rooms_for_user_with_stream_ordering") == [("@b:hs",), ("@a:hs",)]
+    assert reader.data_handler.get_position("events", "w1") == 6
+    assert [n[3] for n in reader.notifications("events")] == [{"@b:hs"}, {"@a:hs"}]
