@@ -109,8 +109,8 @@ class HomeServer:
         self.stores = await build_stores(self.db, self.invalidator)
         self.stores.register_caches(self.cache_registry)
         # Stores outside the event domain: one per domain, registered the same way.
-        self.accounts = AccountStore(self.db)
-        self.directory = DirectoryStore(self.db)
+        self.accounts = AccountStore(self.db, self.invalidator)
+        self.directory = DirectoryStore(self.db, self.invalidator)
         for store in (self.accounts, self.directory):
             register_store_caches(self.cache_registry, store)
         # -- E2EE stores: keys, to-device inboxes, device-list stream ----------
@@ -244,10 +244,10 @@ class HomeServer:
         from atrium.storage.stores.receipts import ReceiptsStore
 
         assert self.db is not None
-        self.account_data_store = await AccountDataStore.create(self.db)
+        self.account_data_store = await AccountDataStore.create(self.db, self.invalidator)
         self.receipts_store = await ReceiptsStore.create(self.db)
-        self.presence_store = await PresenceStore.create(self.db)
-        self.push_rules_store = PushRulesStore(self.db, self.account_data_store)
+        self.presence_store = await PresenceStore.create(self.db, self.invalidator)
+        self.push_rules_store = PushRulesStore(self.db, self.account_data_store, self.invalidator)
         for store in (
             self.account_data_store,
             self.receipts_store,

@@ -22,6 +22,7 @@ import attrs
 
 from atrium.storage.database import DatabasePool, Transaction
 from atrium.storage.id_generators import StreamIdGenerator
+from atrium.storage.stores.invalidation import CacheInvalidator
 from atrium.util.caches.descriptors import cached
 
 GLOBAL = ""
@@ -52,13 +53,20 @@ class AccountDataChange:
 
 
 class AccountDataStore:
-    def __init__(self, db: DatabasePool, id_gen: StreamIdGenerator) -> None:
+    def __init__(
+        self, db: DatabasePool, id_gen: StreamIdGenerator, invalidator: CacheInvalidator
+    ) -> None:
         self.db = db
         self.id_gen = id_gen
+        self.invalidator = invalidator
 
     @classmethod
-    async def create(cls, db: DatabasePool) -> AccountDataStore:
-        return cls(db, await StreamIdGenerator.from_tables(db, [("account_data", "stream_id")]))
+    async def create(cls, db: DatabasePool, invalidator: CacheInvalidator) -> AccountDataStore:
+        return cls(
+            db,
+            await StreamIdGenerator.from_tables(db, [("account_data", "stream_id")]),
+            invalidator,
+        )
 
     def get_current_token(self) -> int:
         return self.id_gen.get_current_token()
@@ -158,4 +166,4 @@ class AccountDataStore:
             },
             {"stream_id": stream_id, "content": raw_content},
         )
-        txn.call_after(self.get_account_data_for_user.invalidate, (user_id,))
+        txn.call_after(self.invalidator.invalidate, "get_account_data_for_user", [(user_id,)])

@@ -9,6 +9,7 @@ from typing import Any
 import attrs
 
 from atrium.storage.database import DatabasePool, Transaction
+from atrium.storage.stores.invalidation import CacheInvalidator
 from atrium.util.caches.descriptors import cached
 
 
@@ -46,8 +47,9 @@ def hash_token(token: str) -> str:
 class AccountStore:
     """Users, devices, tokens, profiles: everything owned by one local account."""
 
-    def __init__(self, db: DatabasePool) -> None:
+    def __init__(self, db: DatabasePool, invalidator: CacheInvalidator) -> None:
         self.db = db
+        self.invalidator = invalidator
 
     # -- users -----------------------------------------------------------------
     async def register_user(
@@ -65,7 +67,7 @@ class AccountStore:
             txn.upsert(
                 "profiles", {"user_id": user_id}, {"displayname": user_id[1:].split(":", 1)[0]}
             )
-            txn.call_after(self.get_user.invalidate, (user_id,))
+            txn.call_after(self.invalidator.invalidate, "get_user", [(user_id,)])
             return True
 
         return await self.db.run_interaction("register_user", txn_fn)
@@ -87,7 +89,7 @@ class AccountStore:
             txn.execute(
                 "UPDATE users SET password_hash = ? WHERE user_id = ?", (password_hash, user_id)
             )
-            txn.call_after(self.get_user.invalidate, (user_id,))
+            txn.call_after(self.invalidator.invalidate, "get_user", [(user_id,)])
 
         await self.db.run_interaction("set_password_hash", txn_fn)
 
@@ -96,14 +98,14 @@ class AccountStore:
             txn.execute(
                 "UPDATE users SET deactivated = ? WHERE user_id = ?", (deactivated, user_id)
             )
-            txn.call_after(self.get_user.invalidate, (user_id,))
+            txn.call_after(self.invalidator.invalidate, "get_user", [(user_id,)])
 
         await self.db.run_interaction("set_deactivated", txn_fn)
 
     async def set_admin(self, user_id: str, admin: bool) -> None:
         def txn_fn(txn: Transaction) -> None:
             txn.execute("UPDATE users SET admin = ? WHERE user_id = ?", (admin, user_id))
-            txn.call_after(self.get_user.invalidate, (user_id,))
+            txn.call_after(self.invalidator.invalidate, "get_user", [(user_id,)])
 
         await self.db.run_interaction("set_admin", txn_fn)
 
@@ -225,14 +227,14 @@ class AccountStore:
         rows = [r for r in txn.select_all(sql, args) if r[1] != except_token_id]
         for token_hash, token_id in rows:
             txn.execute("DELETE FROM access_tokens WHERE id = ?", (token_id,))
-            txn.call_after(self._lookup_token_hash.invalidate, (token_hash,))
+            txn.call_after(self.invalidator.invalidate, "_lookup_token_hash", [(token_hash,)])
 
     async def delete_access_token(self, token: str) -> None:
         token_hash = hash_token(token)
 
         def txn_fn(txn: Transaction) -> None:
             txn.execute("DELETE FROM access_tokens WHERE token_hash = ?", (token_hash,))
-            txn.call_after(self._lookup_token_hash.invalidate, (token_hash,))
+            txn.call_after(self.invalidator.invalidate, "_lookup_token_hash", [(token_hash,)])
 
         await self.db.run_interaction("delete_access_token", txn_fn)
 
@@ -257,6 +259,6 @@ class AccountStore:
 
         def txn_fn(txn: Transaction) -> None:
             txn.upsert("profiles", {"user_id": user_id}, {field: value})
-            txn.call_after(self.get_profile.invalidate, (user_id,))
+            txn.call_after(self.invalidator.invalidate, "get_profile", [(user_id,)])
 
         await self.db.run_interaction("set_profile_field", txn_fn)

@@ -14,6 +14,7 @@ from typing import Any
 import attrs
 
 from atrium.storage.database import DatabasePool, Transaction
+from atrium.storage.stores.invalidation import CacheInvalidator
 from atrium.util.caches.descriptors import cached
 
 
@@ -27,8 +28,9 @@ class PublicRoomState:
 
 
 class DirectoryStore:
-    def __init__(self, db: DatabasePool) -> None:
+    def __init__(self, db: DatabasePool, invalidator: CacheInvalidator) -> None:
         self.db = db
+        self.invalidator = invalidator
 
     async def create_alias(self, room_alias: str, room_id: str, creator: str) -> bool:
         """Map an alias to a room; False if the alias is taken."""
@@ -40,8 +42,8 @@ class DirectoryStore:
                 "INSERT INTO room_aliases (room_alias, room_id, creator) VALUES (?, ?, ?)",
                 (room_alias, room_id, creator),
             )
-            txn.call_after(self.get_room_for_alias.invalidate, (room_alias,))
-            txn.call_after(self.get_aliases_for_room.invalidate, (room_id,))
+            txn.call_after(self.invalidator.invalidate, "get_room_for_alias", [(room_alias,)])
+            txn.call_after(self.invalidator.invalidate, "get_aliases_for_room", [(room_id,)])
             return True
 
         return await self.db.run_interaction("create_alias", txn_fn)
@@ -75,8 +77,8 @@ class DirectoryStore:
             if row is None:
                 return None
             txn.execute("DELETE FROM room_aliases WHERE room_alias = ?", (room_alias,))
-            txn.call_after(self.get_room_for_alias.invalidate, (room_alias,))
-            txn.call_after(self.get_aliases_for_room.invalidate, (row[0],))
+            txn.call_after(self.invalidator.invalidate, "get_room_for_alias", [(room_alias,)])
+            txn.call_after(self.invalidator.invalidate, "get_aliases_for_room", [(row[0],)])
             return row[0]
 
         return await self.db.run_interaction("delete_alias", txn_fn)
@@ -84,7 +86,7 @@ class DirectoryStore:
     async def forget_room(self, user_id: str, room_id: str) -> None:
         def txn_fn(txn: Transaction) -> None:
             txn.upsert("room_forgotten", {"user_id": user_id, "room_id": room_id}, {})
-            txn.call_after(self.get_forgotten_rooms.invalidate, (user_id,))
+            txn.call_after(self.invalidator.invalidate, "get_forgotten_rooms", [(user_id,)])
 
         await self.db.run_interaction("forget_room", txn_fn)
 
@@ -93,7 +95,7 @@ class DirectoryStore:
             txn.execute(
                 "DELETE FROM room_forgotten WHERE user_id = ? AND room_id = ?", (user_id, room_id)
             )
-            txn.call_after(self.get_forgotten_rooms.invalidate, (user_id,))
+            txn.call_after(self.invalidator.invalidate, "get_forgotten_rooms", [(user_id,)])
 
         await self.db.run_interaction("unforget_room", txn_fn)
 

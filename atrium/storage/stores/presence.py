@@ -14,6 +14,7 @@ import attrs
 
 from atrium.storage.database import DatabasePool, Transaction
 from atrium.storage.id_generators import StreamIdGenerator
+from atrium.storage.stores.invalidation import CacheInvalidator
 from atrium.util.caches.descriptors import cached
 
 
@@ -35,13 +36,18 @@ def _presence(row: tuple[Any, ...]) -> UserPresence:
 
 
 class PresenceStore:
-    def __init__(self, db: DatabasePool, id_gen: StreamIdGenerator) -> None:
+    def __init__(
+        self, db: DatabasePool, id_gen: StreamIdGenerator, invalidator: CacheInvalidator
+    ) -> None:
         self.db = db
         self.id_gen = id_gen
+        self.invalidator = invalidator
 
     @classmethod
-    async def create(cls, db: DatabasePool) -> PresenceStore:
-        return cls(db, await StreamIdGenerator.from_tables(db, [("presence", "stream_id")]))
+    async def create(cls, db: DatabasePool, invalidator: CacheInvalidator) -> PresenceStore:
+        return cls(
+            db, await StreamIdGenerator.from_tables(db, [("presence", "stream_id")]), invalidator
+        )
 
     def get_current_token(self) -> int:
         return self.id_gen.get_current_token()
@@ -69,7 +75,7 @@ class PresenceStore:
                     "stream_id": stream_id,
                 },
             )
-            txn.call_after(self.get_presence_for_user.invalidate, (user_id,))
+            txn.call_after(self.invalidator.invalidate, "get_presence_for_user", [(user_id,)])
 
         with self.id_gen.get_next() as stream_id:
             await self.db.run_interaction("set_presence", txn_fn, stream_id)

@@ -23,6 +23,7 @@ import attrs
 from atrium.storage.database import DatabasePool, Transaction
 from atrium.storage.stores.account_data import AccountDataStore
 from atrium.storage.stores.errors import NotFoundError
+from atrium.storage.stores.invalidation import CacheInvalidator
 from atrium.util.caches.descriptors import cached
 
 PUSH_RULES_TYPE = "m.push_rules"
@@ -70,9 +71,12 @@ class AnchorRuleNotFound(NotFoundError):
 
 
 class PushRulesStore:
-    def __init__(self, db: DatabasePool, account_data: AccountDataStore) -> None:
+    def __init__(
+        self, db: DatabasePool, account_data: AccountDataStore, invalidator: CacheInvalidator
+    ) -> None:
         self.db = db
         self.account_data = account_data
+        self.invalidator = invalidator
 
     @cached(max_entries=50_000)
     async def get_push_rules_for_user(self, user_id: str) -> UserPushRules:
@@ -123,7 +127,7 @@ class PushRulesStore:
             self.account_data.add_account_data_txn(
                 txn, stream_id, user_id, None, PUSH_RULES_TYPE, "{}"
             )
-            txn.call_after(self.get_push_rules_for_user.invalidate, (user_id,))
+            txn.call_after(self.invalidator.invalidate, "get_push_rules_for_user", [(user_id,)])
             return True
 
         with gen.get_next() as stream_id:
