@@ -22,7 +22,12 @@ from atrium.handlers.devices import DeviceHandler
 from atrium.handlers.directory import DirectoryHandler
 from atrium.handlers.e2e_keys import E2eKeysHandler
 from atrium.handlers.event_creation import EventCreationHandler
-from atrium.handlers.event_writer import LocalEventWriter
+from atrium.handlers.event_writer import (
+    SEND_EVENTS_ENDPOINT,
+    LocalEventWriter,
+    RoutingEventSender,
+    SendEventsEndpoint,
+)
 from atrium.handlers.membership import RoomMemberHandler
 from atrium.handlers.pagination import PaginationHandler
 from atrium.handlers.redaction import RedactionHandler
@@ -34,6 +39,7 @@ from atrium.handlers.to_device import ToDeviceHandler
 from atrium.http.server import JsonResource, Router
 from atrium.http.site import AtriumSite
 from atrium.replication.handler import ReplicationDataHandler
+from atrium.replication.http import register_replication_endpoint
 from atrium.replication.publisher import StreamPublisher
 from atrium.replication.streams import STREAMS
 from atrium.state.context import StateResolver
@@ -106,7 +112,14 @@ class HomeServer:
             self.invalidator = self.replication.invalidator  # type: ignore[assignment]
             self._services.insert(0, self.replication)
         # -- end replication transport ------------------------------------------------
-        self.stores = await build_stores(self.db, self.invalidator)
+        writers = config.writers_for("events")
+        self.stores = await build_stores(
+            self.db,
+            self.invalidator,
+            multi_writer_instance=self.instance_name
+            if len(writers) > 1 and self.instance_name in writers
+            else None,
+        )
         self.stores.register_caches(self.cache_registry)
         # Stores outside the event domain: one per domain, registered the same way.
         self.accounts = AccountStore(self.db, self.invalidator)
@@ -143,15 +156,22 @@ class HomeServer:
                 )
 
     def current_token(self) -> StreamToken:
-        """The position of every client-visible stream this process has applied."""
-        positions = self.data_handler
-        return StreamToken(
-            RoomStreamToken(positions.max_position("events")),
-            *(positions.max_position(key) for key in STREAM_KEYS[1:]),
-        )
+        """The position of every client-visible stream this process has applied.
 
-    async def wait_for_events_position(self, token: int) -> None:
-        writer = self.config.writers_for("events")[0]
+        With several events writers the events position is a vector: the
+        lowest writer position plus each writer ahead of it.
+        """
+        positions = self.data_handler
+        writers = self.config.writers_for("events")
+        if len(writers) == 1:
+            room_token = RoomStreamToken(positions.get_position("events", writers[0]))
+        else:
+            by_writer = {w: positions.get_position("events", w) for w in writers}
+            low = min(by_writer.values())
+            room_token = RoomStreamToken(low, {w: p for w, p in by_writer.items() if p > low})
+        return StreamToken(room_token, *(positions.max_position(key) for key in STREAM_KEYS[1:]))
+
+    async def wait_for_events_position(self, writer: str, token: int) -> None:
         await self.data_handler.wait_for_position("events", writer, token)
 
     def _build_handlers(self) -> None:
@@ -342,16 +362,31 @@ class HomeServer:
         )
 
     def _build_event_sender(self) -> Any:
-        """The local writer where this process writes events."""
-        if self.instance_name in self.config.writers_for("events"):
+        """Events go to the writer owning their room: here, or over HTTP."""
+        writers = self.config.writers_for("events")
+        local = None
+        if self.instance_name in writers:
             persister = build_event_persister(
                 self.stores,
                 clock=self.clock,
                 instance_name=self.instance_name,
                 is_mine=self.is_mine,
             )
-            return LocalEventWriter(persister, self.publisher)
-        raise NotImplementedError("sending events to a remote writer needs the replication client")
+            local = LocalEventWriter(persister, self.publisher, self.instance_name)
+            endpoint = SendEventsEndpoint(local, self.stores.state, self.resolver)
+            register_replication_endpoint(self, self.router, SEND_EVENTS_ENDPOINT, endpoint.handle)
+        return RoutingEventSender(
+            self.instance_name, writers, local, self._call_replication_endpoint
+        )
+
+    async def _call_replication_endpoint(
+        self, instance: str, name: str, body: dict[str, Any]
+    ) -> Any:
+        if self.replication is None or self.replication.http_client is None:
+            raise RuntimeError(f"no replication client to reach {instance}")
+        return await self.replication.http_client.call_endpoint(
+            instance, name, body, clock=self.clock
+        )
 
     def _register_servlets(self) -> None:
         from atrium.api.client import account, keys, meta, room_write

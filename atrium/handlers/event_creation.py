@@ -60,7 +60,8 @@ class EventCreationHandler:
         self.clock = clock
         self.server_name = server_name
         self.signing_key = signing_key
-        # async (token) -> None: returns once this process applied `token`.
+        # async (writer, token) -> None: returns once this process applied
+        # `token` of that writer's events stream.
         self.wait_for_position = wait_for_position
 
     async def get_room_version(self, room_id: str) -> RoomVersion:
@@ -194,8 +195,8 @@ class EventCreationHandler:
 
     async def send(self, events_and_contexts: Sequence[tuple[Event, EventContext]]) -> int:
         """Persist through the room's writer and wait until we see the result."""
-        token = await self.sender.send_events(events_and_contexts)
-        await self.wait_for_position(token)
+        writer, token = await self.sender.send_events(events_and_contexts)
+        await self.wait_for_position(writer, token)
         return token
 
     async def create_and_send(

@@ -1,25 +1,161 @@
-"""The events writer as seen from a process that persists events itself."""
+"""Getting new events to the writer of their room.
+
+Rooms are sharded across the instances in ``stream_writers.events`` by a
+stable hash of the room ID, so every process agrees which writer owns a room
+without asking anyone. A process that owns the room persists locally
+(``LocalEventWriter``); any other process posts the signed events to the
+owner's ``send_events`` replication endpoint, where the owner recomputes their
+contexts from its own view of the room and persists them.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+from collections.abc import Callable, Sequence
+from typing import Any
 
-from atrium.events.event import Event
+from atrium.events.event import Event, EventInternalMetadata, make_event_from_dict
+from atrium.events.room_versions import EventFormatVersion, get_room_version
 from atrium.replication.publisher import StreamPublisher
 from atrium.replication.streams.events import row_for_event
-from atrium.state.context import EventContext
+from atrium.state.context import EventContext, StateResolver, compute_event_context
 from atrium.storage.persistence import EventPersister
+from atrium.storage.stores.state import StateGroupStore
+
+SEND_EVENTS_ENDPOINT = "send_events"
+
+
+def writer_for_room(room_id: str, writers: Sequence[str]) -> str:
+    """The events writer owning ``room_id`` (stable across processes and restarts)."""
+    if len(writers) == 1:
+        return writers[0]
+    digest = hashlib.sha256(room_id.encode("utf-8")).digest()
+    return writers[int.from_bytes(digest[:8], "big") % len(writers)]
 
 
 class LocalEventWriter:
     """Persists events here (group commit), then publishes the events rows."""
 
-    def __init__(self, persister: EventPersister, publisher: StreamPublisher) -> None:
+    def __init__(
+        self, persister: EventPersister, publisher: StreamPublisher, instance_name: str
+    ) -> None:
         self.persister = persister
         self.publisher = publisher
+        self.instance_name = instance_name
 
-    async def send_events(self, events_and_contexts: Sequence[tuple[Event, EventContext]]) -> int:
+    async def send_events(
+        self, events_and_contexts: Sequence[tuple[Event, EventContext]]
+    ) -> tuple[str, int]:
         token = await self.persister.persist_events(events_and_contexts)
         rows = [row_for_event(event) for event, _ in events_and_contexts]
         await self.publisher.publish("events", token, rows)
-        return token
+        return self.instance_name, token
+
+
+def encode_events(events: Sequence[Event]) -> list[dict[str, Any]]:
+    """Events as JSON for the send_events endpoint (PDU plus what is not in it)."""
+    out = []
+    for event in events:
+        meta = event.internal_metadata
+        out.append(
+            {
+                "room_version": event.room_version.identifier,
+                "format_version": int(event.format_version),
+                "pdu": event.get_dict(),
+                "event_id": event.event_id,
+                "txn_id": meta.txn_id,
+                "device_id": meta.device_id,
+                "outlier": meta.outlier,
+                "soft_failed": meta.soft_failed,
+            }
+        )
+    return out
+
+
+def decode_events(items: Any) -> list[Event]:
+    if not isinstance(items, list):
+        raise ValueError("'events' must be a list")
+    events = []
+    for item in items:
+        room_version = get_room_version(item["room_version"])
+        if room_version is None:
+            raise ValueError(f"unknown room version {item['room_version']!r}")
+        meta = EventInternalMetadata(
+            outlier=bool(item.get("outlier")),
+            soft_failed=bool(item.get("soft_failed")),
+            txn_id=item.get("txn_id"),
+            device_id=item.get("device_id"),
+        )
+        event = make_event_from_dict(
+            item["pdu"], room_version, EventFormatVersion(item["format_version"]), meta
+        )
+        if event.event_id != item["event_id"]:
+            raise ValueError(f"event ID mismatch for {item['event_id']}")
+        events.append(event)
+    return events
+
+
+class RoutingEventSender:
+    """Sends each room's events to the writer that owns the room."""
+
+    def __init__(
+        self,
+        instance_name: str,
+        writers: Sequence[str],
+        local: LocalEventWriter | None,
+        call_remote: Callable[[str, str, dict[str, Any]], Any],
+    ) -> None:
+        self.instance_name = instance_name
+        self.writers = list(writers)
+        self.local = local
+        # async (instance, endpoint name, body) -> json answer
+        self.call_remote = call_remote
+
+    async def send_events(
+        self, events_and_contexts: Sequence[tuple[Event, EventContext]]
+    ) -> tuple[str, int]:
+        rooms = {event.room_id for event, _ in events_and_contexts}
+        if len(rooms) != 1:
+            raise ValueError("one send carries the events of one room")
+        writer = writer_for_room(rooms.pop(), self.writers)
+        if writer == self.instance_name and self.local is not None:
+            return await self.local.send_events(events_and_contexts)
+        answer = await self.call_remote(
+            writer,
+            SEND_EVENTS_ENDPOINT,
+            {"events": encode_events([e for e, _ in events_and_contexts])},
+        )
+        return answer["instance"], int(answer["stream_ordering"])
+
+
+class SendEventsEndpoint:
+    """The writer's side of send_events: recompute contexts here, persist."""
+
+    def __init__(
+        self, local: LocalEventWriter, state_store: StateGroupStore, resolver: StateResolver
+    ) -> None:
+        self.local = local
+        self.state_store = state_store
+        self.resolver = resolver
+
+    async def handle(self, body: dict[str, Any]) -> tuple[int, Any]:
+        try:
+            events = decode_events(body.get("events"))
+        except (KeyError, TypeError, ValueError) as e:
+            return 400, {"errcode": "M_BAD_JSON", "error": f"bad send_events body: {e}"}
+        contexts: dict[str, EventContext] = {}
+        pending: dict[str, Event] = {}
+        items = []
+        for event in events:
+            context = await compute_event_context(
+                event,
+                self.state_store,
+                self.resolver,
+                prev_contexts=contexts,
+                event_map=dict(pending),
+            )
+            contexts[event.event_id] = context
+            pending[event.event_id] = event
+            items.append((event, context))
+        instance, token = await self.local.send_events(items)
+        return 200, {"instance": instance, "stream_ordering": token}

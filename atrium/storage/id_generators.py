@@ -15,7 +15,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 
 from atrium.storage.database import DatabasePool, Transaction
 
@@ -82,6 +82,12 @@ class StreamIdGenerator:
             self._current = first - self._step
         else:
             self._current = self._last
+
+    @contextlib.asynccontextmanager
+    async def allocate(self, n: int) -> AsyncIterator[list[int]]:
+        """``get_next_mult`` with the async interface MultiWriterIdGenerator has."""
+        with self.get_next_mult(n) as ids:
+            yield ids
 
     def get_current_token(self) -> int:
         """The highest id such that it and every id before it are finished."""
@@ -159,3 +165,77 @@ async def build_sequence_generator(
         return PostgresSequenceGenerator(sequence_name)
     current = await db.run_interaction("sequence_start", _max_of, [(table, column)], 1)
     return LocalSequenceGenerator(current)
+
+
+class MultiWriterIdGenerator:
+    """Stream ids shared by several writer processes (PostgreSQL only).
+
+    Ids come from one PostgreSQL sequence, so they are unique and increase
+    across writers. Each writer's *position* is the highest id such that every
+    id it allocated at or below it has finished: readers follow each writer
+    separately and combine them into a vector token (min + writers ahead).
+    """
+
+    def __init__(
+        self, db: DatabasePool, sequence_name: str, instance_name: str, position: int
+    ) -> None:
+        self._db = db
+        self._sequence = sequence_name
+        self.instance_name = instance_name
+        self._position = position
+        self._unfinished: set[int] = set()
+        self._finished: list[int] = []
+
+    @classmethod
+    async def create(
+        cls,
+        db: DatabasePool,
+        sequence_name: str,
+        stream_name: str,
+        instance_name: str,
+        table: str,
+        column: str,
+    ) -> MultiWriterIdGenerator:
+        """Start at this writer's stored position; move the sequence past the table."""
+
+        def start_txn(txn: Transaction) -> int:
+            row = txn.select_one(
+                "SELECT stream_id FROM stream_positions WHERE stream_name = ? AND instance_name = ?",
+                (stream_name, instance_name),
+            )
+            highest = _max_of(txn, [(table, column)], 1)
+            txn.execute(
+                f"SELECT setval('{sequence_name}', GREATEST(?, (SELECT last_value FROM {sequence_name})))",
+                (max(highest, 1),),
+            )
+            return int(row[0]) if row else 0
+
+        position = await db.run_interaction("multi_writer_id_gen_start", start_txn)
+        return cls(db, sequence_name, instance_name, position)
+
+    @contextlib.asynccontextmanager
+    async def allocate(self, n: int) -> AsyncIterator[list[int]]:
+        def alloc_txn(txn: Transaction) -> list[int]:
+            rows = txn.select_all(
+                f"SELECT nextval('{self._sequence}') FROM generate_series(1, ?)", (n,)
+            )
+            return sorted(int(r[0]) for r in rows)
+
+        ids = await self._db.run_interaction("allocate_stream_ids", alloc_txn) if n else []
+        self._unfinished.update(ids)
+        try:
+            yield ids
+        finally:
+            self._unfinished.difference_update(ids)
+            self._finished.extend(ids)
+            self._advance()
+
+    def _advance(self) -> None:
+        limit = min(self._unfinished) if self._unfinished else None
+        done = [i for i in self._finished if limit is None or i < limit]
+        if done:
+            self._position = max(self._position, max(done))
+            self._finished = [i for i in self._finished if limit is not None and i >= limit]
+
+    def get_current_token(self) -> int:
+        return self._position

@@ -152,7 +152,7 @@ class PersistEventStore:
         gen = self.events.backfill_id_gen if backfilled else self.events.stream_id_gen
         group_writes = _ordered_group_writes(events_and_contexts)
         known_lengths = self.state.known_chain_lengths(group_writes)
-        with gen.get_next_mult(len(events_and_contexts)) as ids:
+        async with gen.allocate(len(events_and_contexts)) as ids:
             orderings = {
                 ev.event_id: so for (ev, _), so in zip(events_and_contexts, ids, strict=True)
             }

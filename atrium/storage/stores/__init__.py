@@ -46,11 +46,18 @@ class Stores:
 
 
 async def build_stores(
-    db: DatabasePool, invalidator: CacheInvalidator, event_cache_size: int = 50_000
+    db: DatabasePool,
+    invalidator: CacheInvalidator,
+    event_cache_size: int = 50_000,
+    multi_writer_instance: str | None = None,
 ) -> Stores:
-    """Every read store over one database (id generators read their start from it)."""
+    """Every read store over one database (id generators read their start from it).
+
+    ``multi_writer_instance``: this process's name when it is one of several
+    events writers (see EventsStore.create).
+    """
     rooms = RoomStore(db, invalidator)
-    events = await EventsStore.create(db, rooms, event_cache_size)
+    events = await EventsStore.create(db, rooms, event_cache_size, multi_writer_instance)
     state = await StateGroupStore.create(db)
     members = RoomMemberStore(db)
     return Stores(db, invalidator, rooms, events, state, members)

@@ -31,7 +31,7 @@ from atrium.events.event import Event, EventInternalMetadata
 from atrium.events.room_versions import EventFormatVersion, get_room_version
 from atrium.state.auth_chain import auth_chain_difference
 from atrium.storage.database import DatabasePool, Transaction
-from atrium.storage.id_generators import StreamIdGenerator
+from atrium.storage.id_generators import MultiWriterIdGenerator, StreamIdGenerator
 from atrium.storage.stores.errors import NotFoundError
 from atrium.storage.stores.rooms import RoomStore
 from atrium.util.caches import LruCache, cached
@@ -154,7 +154,7 @@ class EventsStore:
         self,
         db: DatabasePool,
         rooms: RoomStore,
-        stream_id_gen: StreamIdGenerator,
+        stream_id_gen: StreamIdGenerator | MultiWriterIdGenerator,
         backfill_id_gen: StreamIdGenerator,
         event_cache_size: int = 50_000,
     ) -> None:
@@ -169,10 +169,30 @@ class EventsStore:
 
     @classmethod
     async def create(
-        cls, db: DatabasePool, rooms: RoomStore, event_cache_size: int = 50_000
+        cls,
+        db: DatabasePool,
+        rooms: RoomStore,
+        event_cache_size: int = 50_000,
+        multi_writer_instance: str | None = None,
     ) -> EventsStore:
-        """An EventsStore whose stream id generators start after what is stored."""
-        stream = await StreamIdGenerator.from_tables(db, [("events", "stream_ordering")])
+        """An EventsStore whose stream id generators start after what is stored.
+
+        ``multi_writer_instance`` names this process when it is one of several
+        events writers: stream orderings then come from a shared PostgreSQL
+        sequence (MultiWriterIdGenerator) instead of an in-memory counter.
+        """
+        stream: Any
+        if multi_writer_instance is not None:
+            stream = await MultiWriterIdGenerator.create(
+                db,
+                "events_stream_seq",
+                "events",
+                multi_writer_instance,
+                "events",
+                "stream_ordering",
+            )
+        else:
+            stream = await StreamIdGenerator.from_tables(db, [("events", "stream_ordering")])
         backfill = await StreamIdGenerator.from_tables(db, [("events", "stream_ordering")], step=-1)
         return cls(db, rooms, stream, backfill, event_cache_size)
 
