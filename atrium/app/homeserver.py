@@ -62,6 +62,9 @@ class HomeServer:
         self._ports: list[IListeningPort] = []
         # Long-running things with async start()/stop(), started in order.
         self._services: list[Any] = []
+        # /sync sections after the rooms part (atrium/sync/sections.py): each
+        # domain appends its SyncSection here while the server is built.
+        self.sync_sections: list[Any] = []
 
     def is_mine(self, user_or_room_id: str) -> bool:
         return user_or_room_id.split(":", 1)[-1] == self.server_name
@@ -86,6 +89,7 @@ class HomeServer:
             register_store_caches(self.cache_registry, store)
         self._build_replication()
         self._build_handlers()
+        self._build_sync()
         self._register_servlets()
 
     def _build_replication(self) -> None:
@@ -170,6 +174,41 @@ class HomeServer:
         )
         self.redactions = RedactionHandler(self.stores)
 
+    # -- /sync and filters (atrium/sync/) --------------------------------------------
+    def _build_sync(self) -> None:
+        from atrium.storage.stores.filters import FilterStore
+        from atrium.storage.stores.stream import StreamStore
+        from atrium.sync.change_cache import SyncChangeTracker
+        from atrium.sync.handler import SyncHandler
+        from atrium.sync.rooms import RoomsBuilder
+
+        self.filters = FilterStore(self.db)
+        self.stream_store = StreamStore(self.db, self.stores.state)
+        for store in (self.filters, self.stream_store):
+            register_store_caches(self.cache_registry, store)
+        # Room summaries change exactly when member counts do.
+        summary = self.stream_store.get_room_summary
+        self.cache_registry.register(
+            "get_membership_counts", summary.invalidate, summary.invalidate_all
+        )
+        self.sync_tracker = SyncChangeTracker(self.current_token().events.max_position)
+        self.notifier.add_observer(self.sync_tracker.on_new_data)
+        rooms = RoomsBuilder(
+            stores=self.stores,
+            stream=self.stream_store,
+            directory=self.directory,
+            tracker=self.sync_tracker,
+            clock=self.clock,
+        )
+        self.sync_handler = SyncHandler(
+            rooms=rooms,
+            filters=self.filters,
+            notifier=self.notifier,
+            current_token=self.current_token,
+            get_joined_rooms=self.stores.members.get_rooms_for_user,
+            sections=self.sync_sections,
+        )
+
     def _build_event_sender(self) -> Any:
         """The local writer where this process writes events."""
         if self.instance_name in self.config.writers_for("events"):
@@ -183,9 +222,10 @@ class HomeServer:
         raise NotImplementedError("sending events to a remote writer needs the replication client")
 
     def _register_servlets(self) -> None:
-        from atrium.api.client import account, meta, room_write
+        from atrium.api.client import account, meta, room_write, sync
+        from atrium.api.client import filter as filter_api
 
-        for module in (meta, account, room_write):
+        for module in (meta, account, room_write, sync, filter_api):
             module.register_servlets(self, self.router)
 
     # -- running ---------------------------------------------------------------
