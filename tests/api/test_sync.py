@@ -20,7 +20,7 @@ async def sync(client: JsonClient, **params) -> dict:
 
 async def send(client: JsonClient, room_id: str, body: str, txn: str | None = None) -> str:
     resp = await client.put(
-        f"{V3}/rooms/{q(room_id)}/send/m.room.message/{txn or body}",
+        f"{V3}/rooms/{q(room_id)}/send/m.room.message/{q(txn or body)}",
         {"msgtype": "m.text", "body": body},
     )
     assert resp.code == 200, resp
@@ -248,3 +248,75 @@ async def test_leave_and_kick_show_in_leave_section(server):
     assert (await carol.post(f"{V3}/rooms/{q(room_id)}/forget")).code == 200
     forgot = await sync(carol, filter={"room": {"include_leave": True}})
     assert room_id not in forgot.get("rooms", {}).get("leave", {})
+
+
+@pytest_twisted.ensureDeferred
+async def test_state_event_keyed_by_user_id_is_not_a_member(server):
+    """A custom state event whose state_key is a user ID changes neither the
+    joined member count nor the member list /sync reports."""
+    hs, anon = server
+    alice = await anon.register("alice")
+    bob = await anon.register("bob")
+    room_id = await create_room(
+        alice, preset="public_chat", power_level_content_override={"state_default": 0}
+    )
+    await join(bob, room_id)
+    since = (await sync(alice))["next_batch"]
+    # Each user may set state keyed by their own ID (auth rules); the
+    # content even looks like a membership.
+    for client, membership in ((bob, "join"), (alice, "leave")):
+        resp = await client.put(
+            f"{V3}/rooms/{q(room_id)}/state/org.example.custom/{q(client.user_id)}",
+            {"membership": membership},
+        )
+        assert resp.code == 200, resp
+    assert (await bob.post(f"{V3}/rooms/{q(room_id)}/leave")).code == 200
+
+    entry = (await sync(alice))["rooms"]["join"][room_id]
+    assert entry["summary"]["m.joined_member_count"] == 1
+    assert entry["summary"]["m.invited_member_count"] == 0
+    # Nobody else joined or invited: the hero is the member who left.
+    assert entry["summary"]["m.heroes"] == [bob.user_id]
+    members = {
+        e["state_key"]: e["content"]["membership"]
+        for e in entry["state"]["events"] + entry["timeline"]["events"]
+        if e["type"] == "m.room.member"
+    }
+    assert members == {alice.user_id: "join", bob.user_id: "leave"}
+    assert await hs.stores.members.get_users_in_room(room_id) == {alice.user_id}
+    inc = (await sync(alice, since=since))["rooms"]["join"][room_id]
+    assert inc["summary"]["m.joined_member_count"] == 1
+    bobs = await sync(bob)
+    assert room_id not in bobs.get("rooms", {}).get("join", {})
+
+
+@pytest_twisted.ensureDeferred
+async def test_history_visibility_hides_events_before_joining(server):
+    hs, anon = server
+    alice = await anon.register("alice")
+    bob = await anon.register("bob")
+    room_id = await create_room(
+        alice,
+        preset="public_chat",
+        initial_state=[
+            {
+                "type": "m.room.history_visibility",
+                "state_key": "",
+                "content": {"history_visibility": "joined"},
+            }
+        ],
+    )
+    await send(alice, room_id, "before bob")
+    await join(bob, room_id)
+    await send(alice, room_id, "after bob")
+    entry = (await sync(bob))["rooms"]["join"][room_id]
+    assert bodies(entry) == ["after bob"]
+    # The events before the visibility change were "shared": he sees those.
+    timeline_types = [e["type"] for e in entry["timeline"]["events"]]
+    assert timeline_types[0] == "m.room.create"
+    # The hidden visibility change still reaches him, as state.
+    state_types = {e["type"] for e in entry["state"]["events"]}
+    assert "m.room.history_visibility" in state_types
+    assert "m.room.history_visibility" not in timeline_types
+    # Alice sees it all.
+    assert bodies((await sync(alice))["rooms"]["join"][room_id]) == ["before bob", "after bob"]
