@@ -167,7 +167,7 @@ class RoomsBuilder:
                 r for r in join_candidates if membership_at(history[r], since) != "join"
             }
         req.newly_joined_room_ids = frozenset(newly_joined)
-        req.newly_left_room_ids = frozenset(c.room_id for c in leaves) if since else frozenset()
+        req.newly_left_room_ids = frozenset(c.room_id for c in leaves if since is not None)
 
         # -- plans -------------------------------------------------------------------
         plans = await self._plan_rooms(req, joined_so, newly_joined, leaves, history)

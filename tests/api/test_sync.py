@@ -320,3 +320,39 @@ async def test_history_visibility_hides_events_before_joining(server):
     assert "m.room.history_visibility" not in timeline_types
     # Alice sees it all.
     assert bodies((await sync(alice))["rooms"]["join"][room_id]) == ["before bob", "after bob"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_knock_shows_in_knock_section_and_rejected_invite_in_leave(server):
+    hs, anon = server
+    alice = await anon.register("alice")
+    bob = await anon.register("bob")
+    room_id = await create_room(
+        alice,
+        room_version="10",
+        name="Knockable",
+        initial_state=[
+            {"type": "m.room.join_rules", "state_key": "", "content": {"join_rule": "knock"}}
+        ],
+    )
+    since = (await sync(bob))["next_batch"]
+    assert (await bob.post(f"{V3}/knock/{q(room_id)}", {"reason": "let me in"})).code == 200
+    inc = await sync(bob, since=since)
+    knock_state = inc["rooms"]["knock"][room_id]["knock_state"]["events"]
+    by_type = {e["type"]: e for e in knock_state}
+    assert by_type["m.room.name"]["content"] == {"name": "Knockable"}
+    assert by_type["m.room.join_rules"]["content"]["join_rule"] == "knock"
+    own = [e for e in knock_state if e["type"] == "m.room.member" and e["state_key"] == bob.user_id]
+    assert own[0]["content"]["membership"] == "knock"
+
+    # An invite bob rejects: the leave section carries only his own leave.
+    other = await create_room(alice, name="Rejected")
+    await send(alice, other, "secret")
+    assert (await alice.post(f"{V3}/rooms/{q(other)}/invite", {"user_id": bob.user_id})).code == 200
+    since = (await sync(bob))["next_batch"]
+    assert (await bob.post(f"{V3}/rooms/{q(other)}/leave")).code == 200
+    left = (await sync(bob, since=since))["rooms"]["leave"][other]
+    assert [(e["type"], e["content"]["membership"]) for e in left["timeline"]["events"]] == [
+        ("m.room.member", "leave")
+    ]
+    assert left["state"]["events"] == []
