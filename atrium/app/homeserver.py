@@ -18,12 +18,16 @@ from atrium.config.homeserver import HomeServerConfig
 from atrium.crypto.keys import read_signing_key_file
 from atrium.handlers.auth import AuthHandler
 from atrium.handlers.devices import DeviceHandler
+from atrium.handlers.directory import DirectoryHandler
 from atrium.handlers.event_creation import EventCreationHandler
 from atrium.handlers.event_writer import LocalEventWriter
 from atrium.handlers.membership import RoomMemberHandler
+from atrium.handlers.pagination import PaginationHandler
 from atrium.handlers.redaction import RedactionHandler
 from atrium.handlers.registration import InteractiveAuth, RegistrationHandler
+from atrium.handlers.room_access import RoomAccessChecker
 from atrium.handlers.room_creation import RoomCreationHandler
+from atrium.handlers.room_read import RoomReadHandler
 from atrium.http.server import JsonResource, Router
 from atrium.http.site import AtriumSite
 from atrium.replication.handler import ReplicationDataHandler
@@ -37,6 +41,7 @@ from atrium.storage.persistence import build_event_persister
 from atrium.storage.stores import LocalCacheInvalidator, build_stores
 from atrium.storage.stores.accounts import AccountStore
 from atrium.storage.stores.directory import DirectoryStore
+from atrium.storage.stores.pagination import PaginationStore
 from atrium.sync.notifier import Notifier
 from atrium.sync.token import STREAM_KEYS, RoomStreamToken, StreamToken
 from atrium.util.caches.registry import CacheRegistry, register_store_caches
@@ -87,6 +92,8 @@ class HomeServer:
         self.directory = DirectoryStore(self.db)
         for store in (self.accounts, self.directory):
             register_store_caches(self.cache_registry, store)
+        # -- room reads and directory: timeline pagination queries (wt/reads) --
+        self.pagination_store = PaginationStore(self.db)
         self._build_replication()
         self._build_handlers()
         self._build_sync()
@@ -173,6 +180,29 @@ class HomeServer:
             server_name=self.server_name,
         )
         self.redactions = RedactionHandler(self.stores)
+        self._build_read_handlers()
+
+    def _build_read_handlers(self) -> None:
+        """Room reads (/messages, /context, state, members) and the room directory."""
+        self.room_access = RoomAccessChecker(self.stores, self.pagination_store)
+        self.pagination = PaginationHandler(
+            stores=self.stores,
+            pagination=self.pagination_store,
+            access=self.room_access,
+            clock=self.clock,
+        )
+        self.room_reads = RoomReadHandler(
+            stores=self.stores,
+            pagination_store=self.pagination_store,
+            access=self.room_access,
+            pagination=self.pagination,
+        )
+        self.directory_handler = DirectoryHandler(
+            stores=self.stores,
+            directory=self.directory,
+            access=self.room_access,
+            server_name=self.server_name,
+        )
 
     # -- /sync and filters (atrium/sync/) --------------------------------------------
     def _build_sync(self) -> None:
@@ -226,6 +256,11 @@ class HomeServer:
         from atrium.api.client import filter as filter_api
 
         for module in (meta, account, room_write, sync, filter_api):
+            module.register_servlets(self, self.router)
+        # -- room reads and directory (wt/reads) --
+        from atrium.api.client import directory, room_read
+
+        for module in (room_read, directory):
             module.register_servlets(self, self.router)
 
     # -- running ---------------------------------------------------------------

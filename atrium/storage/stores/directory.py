@@ -1,9 +1,29 @@
-"""Room aliases and forgotten rooms."""
+"""Room aliases, forgotten rooms, and what the public room directory shows.
+
+The public room list (``get_public_rooms_state``) is read in ONE transaction
+whatever the number of rooms: the published rooms with their joined member
+counts, and the event IDs of the current-state events the directory shows;
+the events themselves then come from the event cache in one batch.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Collection
+from typing import Any
+
+import attrs
+
 from atrium.storage.database import DatabasePool, Transaction
 from atrium.util.caches.descriptors import cached
+
+
+@attrs.frozen(slots=True)
+class PublicRoomState:
+    """A published room: joined members and (type -> event_id) of its empty-key state."""
+
+    room_id: str
+    num_joined_members: int
+    state: dict[str, str]
 
 
 class DirectoryStore:
@@ -83,3 +103,37 @@ class DirectoryStore:
             "get_forgotten_rooms", "SELECT room_id FROM room_forgotten WHERE user_id = ?", user_id
         )
         return frozenset(r[0] for r in rows)
+
+    async def get_public_rooms_state(self, state_types: Collection[str]) -> list[PublicRoomState]:
+        """Every published room with at least one joined member.
+
+        ``state_types`` are the (empty state key) state types to look up;
+        two statements in one transaction, however many rooms are published.
+        """
+        types = sorted(set(state_types))
+
+        def txn_fn(txn: Transaction) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+            counts = txn.select_all(
+                "SELECT r.room_id, COUNT(c.event_id) FROM rooms AS r"
+                " JOIN current_state_events AS c ON c.room_id = r.room_id"
+                " WHERE r.is_public = TRUE AND c.type = 'm.room.member' AND c.membership = 'join'"
+                " GROUP BY r.room_id"
+            )
+            clause, args = txn.engine.in_clause("c.type", types)
+            state = txn.select_all(
+                "SELECT c.room_id, c.type, c.event_id FROM rooms AS r"
+                " JOIN current_state_events AS c ON c.room_id = r.room_id"
+                f" WHERE r.is_public = TRUE AND c.state_key = '' AND {clause}",
+                args,
+            )
+            return counts, state
+
+        counts, state_rows = await self.db.run_interaction("get_public_rooms_state", txn_fn)
+        by_room: dict[str, dict[str, str]] = {}
+        for room_id, event_type, event_id in state_rows:
+            by_room.setdefault(room_id, {})[event_type] = event_id
+        return [
+            PublicRoomState(room_id, int(count), by_room.get(room_id, {}))
+            for room_id, count in counts
+            if count
+        ]
