@@ -356,3 +356,35 @@ async def test_knock_shows_in_knock_section_and_rejected_invite_in_leave(server)
         ("m.room.member", "leave")
     ]
     assert left["state"]["events"] == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_prev_batch_continues_in_messages(server):
+    """/messages accepts a /sync prev_batch as `from` and pages back from the
+    event just before the timeline (spec "Syncing": filling the gap)."""
+    hs, anon = server
+    alice = await anon.register("alice")
+    room_id = await create_room(alice)
+    for i in range(6):
+        await send(alice, room_id, f"m{i}")
+    first = await sync(alice, filter={"room": {"timeline": {"limit": 2}}})
+    since = first["next_batch"]
+    prev = first["rooms"]["join"][room_id]["timeline"]["prev_batch"]
+    page = await alice.get(
+        f"{V3}/rooms/{q(room_id)}/messages", query={"from": prev, "dir": "b", "limit": "3"}
+    )
+    assert page.code == 200, page
+    assert [e["content"].get("body") for e in page.json["chunk"]] == ["m3", "m2", "m1"]
+
+    # A limited incremental sync: the gap is (since, prev_batch].
+    for i in range(6, 10):
+        await send(alice, room_id, f"m{i}")
+    inc = await sync(alice, since=since, filter={"room": {"timeline": {"limit": 2}}})
+    timeline = inc["rooms"]["join"][room_id]["timeline"]
+    assert timeline["limited"] is True and bodies(inc["rooms"]["join"][room_id]) == ["m8", "m9"]
+    gap = await alice.get(
+        f"{V3}/rooms/{q(room_id)}/messages",
+        query={"from": timeline["prev_batch"], "to": since, "dir": "b", "limit": "10"},
+    )
+    assert gap.code == 200, gap
+    assert [e["content"].get("body") for e in gap.json["chunk"]] == ["m7", "m6"]
