@@ -23,7 +23,7 @@ store calls, whatever the number of rooms:
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -34,7 +34,7 @@ from atrium.handlers.visibility import filter_events_for_client
 from atrium.storage.stores import Stores
 from atrium.storage.stores.directory import DirectoryStore
 from atrium.storage.stores.roommember import RoomsForUser
-from atrium.storage.stores.stream import SHORT_RANGE, EventRow, RoomSummaryData, StreamStore
+from atrium.storage.stores.stream import EventRow, RoomSummaryData, StreamStore
 from atrium.sync.change_cache import SyncChangeTracker
 from atrium.sync.filtering import Filter
 from atrium.sync.room_state import (
@@ -49,8 +49,6 @@ from atrium.sync.token import RoomStreamToken, StreamToken
 
 # Rounds of reading older rows when filters leave a timeline short.
 _MAX_ROUNDS = 3
-# With more changed rooms than this, a short range is read in one scan.
-_SCAN_MIN_ROOMS = 20
 # Stripped state in invites and knocks (spec "Stripped state").
 STRIPPED_STATE_TYPES = (
     "m.room.create",
@@ -262,27 +260,25 @@ class RoomsBuilder:
         since: StreamToken | None,
     ) -> None:
         """Read the next ``limit`` rows (below ``upper_of[room]``) of each plan."""
-        by_range: dict[tuple[int | None, int], list[RoomPlan]] = {}
+        by_range: dict[tuple[int | None, int], list[str]] = {}
         for plan in plans:
-            by_range.setdefault((plan.lower, upper_of[plan.room_id]), []).append(plan)
-        ranges: dict[str, tuple[int | None, int]] = {}
-        scanned: dict[str, list[EventRow]] = {}
-        for (lower, upper), group in by_range.items():
-            if lower is not None and upper - lower <= SHORT_RANGE and len(group) > _SCAN_MIN_ROOMS:
-                scanned.update(
-                    await self.stream.get_recent_event_rows(
-                        [p.room_id for p in group], lower, upper, limit
-                    )
+            by_range.setdefault((plan.lower, upper_of[plan.room_id]), []).append(plan.room_id)
+        # Ranges closed at both ends below a plain (single-writer) token are
+        # final: read them through the cache shared by every syncing user.
+        cacheable = not now.instance_positions
+        uncached: dict[str, tuple[int | None, int]] = {}
+        fetched: dict[str, Sequence[EventRow]] = {}
+        for (lower, upper), room_ids in by_range.items():
+            if lower is not None and cacheable:
+                fetched.update(
+                    await self.stream.get_rooms_rows_in_range(room_ids, lower, upper, limit)
                 )
-                for p in group:
-                    scanned.setdefault(p.room_id, [])
             else:
-                for p in group:
-                    ranges[p.room_id] = (lower, upper)
-        fetched = await self.stream.get_room_event_rows(ranges, limit) if ranges else {}
-        fetched.update(scanned)
+                uncached.update((room_id, (lower, upper)) for room_id in room_ids)
+        if uncached:
+            fetched.update(await self.stream.get_room_event_rows(uncached, limit))
         for plan in plans:
-            rows = fetched.get(plan.room_id, [])
+            rows = fetched.get(plan.room_id) or ()
             plan.exhausted = len(rows) < limit
             plan.rows.extend(r for r in rows if _covered(r, plan, now, since))
 

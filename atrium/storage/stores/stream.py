@@ -10,8 +10,8 @@ same question for every room of a user (hundreds of them):
   range, newest first, ``limit`` per room. One statement per 100 rooms: a
   UNION ALL of per-room ``ORDER BY ... LIMIT`` sub-selects, each an index
   range scan on ``events (room_id, stream_ordering)``, so a room's size does
-  not matter. ``get_recent_event_rows`` answers the same for a short range
-  (an incremental sync) with one scan of the stream_ordering primary key.
+  not matter. ``get_rooms_rows_in_range`` is the cached form for ranges with
+  a lower bound (incremental syncs).
 - ``get_local_membership_changes`` / ``get_membership_history``: a local
   user's membership changes, from ``local_current_membership`` (kept after
   the server leaves a room) and ``room_memberships``.
@@ -43,8 +43,6 @@ MIN_POSITION = -(2**62)
 # Rooms per UNION ALL statement: well under SQLite's compound-select and
 # variable limits.
 _ROOMS_PER_STATEMENT = 100
-# A range this short is read with one primary-key scan instead of per room.
-SHORT_RANGE = 2_000
 # Candidates kept per room for m.heroes: 5 heroes plus the syncing user.
 _HERO_CANDIDATES = 6
 
@@ -153,30 +151,25 @@ class StreamStore:
             room_rows.sort(key=lambda row: row.stream_ordering, reverse=True)
         return result
 
-    async def get_recent_event_rows(
-        self, room_ids: Collection[str], lower: int, upper: int, limit: int
-    ) -> dict[str, list[EventRow]]:
-        """Like ``get_room_event_rows`` with one range for all rooms, read in one scan.
+    # A closed range (lower, upper] below the events token never gains rows
+    # (stream orderings are allocated increasing; backfill goes below 0), so
+    # its rows are cached without invalidation. That makes the N long-polls
+    # woken by one message in a busy room read its rows once between them.
+    @cached(max_entries=20_000, num_args=4)
+    async def get_room_rows_in_range(
+        self, room_id: str, lower: int, upper: int, limit: int
+    ) -> tuple[EventRow, ...]:
+        """``get_room_event_rows`` for one room and a range with a lower bound, cached."""
+        rows = await self.get_room_event_rows({room_id: (lower, upper)}, limit)
+        return tuple(rows[room_id])
 
-        Meant for short ranges (an incremental sync): it reads every timeline
-        event of the range, of any room, once. Rooms without events are left out.
-        """
-        wanted = set(room_ids)
-        rows = await self.db.execute(
-            "get_recent_event_rows",
-            f"SELECT {_ROW_COLUMNS} FROM events"
-            f" WHERE stream_ordering > ? AND stream_ordering <= ? AND {_TIMELINE_ONLY}"
-            " ORDER BY stream_ordering DESC",
-            lower,
-            upper,
-        )
-        result: dict[str, list[EventRow]] = {}
-        for r in rows:
-            if r[1] in wanted:
-                room_rows = result.setdefault(r[1], [])
-                if len(room_rows) < limit:
-                    room_rows.append(_event_row(r))
-        return result
+    @cached_list("get_room_rows_in_range", "room_ids")
+    async def get_rooms_rows_in_range(
+        self, room_ids: Collection[str], lower: int, upper: int, limit: int
+    ) -> dict[str, tuple[EventRow, ...]]:
+        """The batched form: one range for many rooms, cached per room."""
+        rows = await self.get_room_event_rows({r: (lower, upper) for r in room_ids}, limit)
+        return {room_id: tuple(room_rows) for room_id, room_rows in rows.items()}
 
     async def get_rooms_changed_between(
         self, room_ids: Collection[str], lower: int, upper: int
