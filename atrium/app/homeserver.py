@@ -17,8 +17,10 @@ from atrium.app.routes import groups_for_app
 from atrium.config.homeserver import HomeServerConfig
 from atrium.crypto.keys import read_signing_key_file
 from atrium.handlers.auth import AuthHandler
+from atrium.handlers.cross_signing import CrossSigningHandler
 from atrium.handlers.devices import DeviceHandler
 from atrium.handlers.directory import DirectoryHandler
+from atrium.handlers.e2e_keys import E2eKeysHandler
 from atrium.handlers.event_creation import EventCreationHandler
 from atrium.handlers.event_writer import LocalEventWriter
 from atrium.handlers.membership import RoomMemberHandler
@@ -28,6 +30,7 @@ from atrium.handlers.registration import InteractiveAuth, RegistrationHandler
 from atrium.handlers.room_access import RoomAccessChecker
 from atrium.handlers.room_creation import RoomCreationHandler
 from atrium.handlers.room_read import RoomReadHandler
+from atrium.handlers.to_device import ToDeviceHandler
 from atrium.http.server import JsonResource, Router
 from atrium.http.site import AtriumSite
 from atrium.replication.handler import ReplicationDataHandler
@@ -40,8 +43,12 @@ from atrium.storage.migrations import prepare_database
 from atrium.storage.persistence import build_event_persister
 from atrium.storage.stores import LocalCacheInvalidator, build_stores
 from atrium.storage.stores.accounts import AccountStore
+from atrium.storage.stores.device_lists import DeviceListStore
 from atrium.storage.stores.directory import DirectoryStore
+from atrium.storage.stores.e2e_keys import E2eKeysStore
 from atrium.storage.stores.pagination import PaginationStore
+from atrium.storage.stores.to_device import ToDeviceStore
+from atrium.sync.e2ee import DeviceListsSection, KeyCountsSection, ToDeviceSection
 from atrium.sync.notifier import Notifier
 from atrium.sync.token import STREAM_KEYS, RoomStreamToken, StreamToken
 from atrium.util.caches.registry import CacheRegistry, register_store_caches
@@ -92,11 +99,20 @@ class HomeServer:
         self.directory = DirectoryStore(self.db)
         for store in (self.accounts, self.directory):
             register_store_caches(self.cache_registry, store)
+        # -- E2EE stores: keys, to-device inboxes, device-list stream ----------
+        # (the two stream stores' id generators are only valid on the
+        # to_device / device_lists writer, the master for now).
+        self.e2e_keys_store = E2eKeysStore(self.db)
+        self.to_device_store = await ToDeviceStore.create(self.db)
+        self.device_lists_store = await DeviceListStore.create(self.db)
         # -- room reads and directory: timeline pagination queries (wt/reads) --
         self.pagination_store = PaginationStore(self.db)
+        await self._build_user_data_stores()
         self._build_replication()
         self._build_handlers()
         self._build_sync()
+        self._build_user_data_handlers()
+        self._add_e2ee_sync_sections()
         self._register_servlets()
 
     def _build_replication(self) -> None:
@@ -151,7 +167,7 @@ class HomeServer:
         self.registration = RegistrationHandler(
             self.accounts, self.auth, self.uia, clock, self.server_name, config.enable_registration
         )
-        self.devices = DeviceHandler(self.accounts)
+        self._build_e2ee_handlers()
 
         self.resolver = StateResolver(self.stores.events, self.stores.state)
         self.event_sender = self._build_event_sender()
@@ -239,6 +255,114 @@ class HomeServer:
             sections=self.sync_sections,
         )
 
+    # -- user data & ephemeral: typing, receipts, account data, push rules,
+    # -- presence, profile ---------------------------------------------------------
+    async def _build_user_data_stores(self) -> None:
+        """Stores (and the in-memory typing state) whose positions the streams report."""
+        from atrium.handlers.typing import TypingHandler
+        from atrium.storage.stores.account_data import AccountDataStore
+        from atrium.storage.stores.presence import PresenceStore
+        from atrium.storage.stores.push_rules import PushRulesStore
+        from atrium.storage.stores.receipts import ReceiptsStore
+
+        assert self.db is not None
+        self.account_data_store = await AccountDataStore.create(self.db)
+        self.receipts_store = await ReceiptsStore.create(self.db)
+        self.presence_store = await PresenceStore.create(self.db)
+        self.push_rules_store = PushRulesStore(self.db, self.account_data_store)
+        for store in (
+            self.account_data_store,
+            self.receipts_store,
+            self.presence_store,
+            self.push_rules_store,
+        ):
+            register_store_caches(self.cache_registry, store)
+        # Built before the replication spine (which asks it for the typing
+        # position); publishing goes through the publisher built just after.
+        self.typing = TypingHandler(
+            self.clock, self._is_joined, lambda *args: self.publisher.publish(*args)
+        )
+
+    async def _is_joined(self, user_id: str, room_id: str) -> bool:
+        return user_id in await self.stores.members.get_users_in_room(room_id)
+
+    async def _user_exists(self, user_id: str) -> bool:
+        return self.is_mine(user_id) and await self.accounts.get_user(user_id) is not None
+
+    def _build_user_data_handlers(self) -> None:
+        from atrium.handlers.account_data import AccountDataHandler
+        from atrium.handlers.presence import PresenceHandler
+        from atrium.handlers.profile import ProfileHandler
+        from atrium.handlers.push_rules import PushRulesHandler
+        from atrium.handlers.receipts import ReceiptsHandler
+        from atrium.sync.sections_ephemeral import ReceiptsSection, TypingSection
+        from atrium.sync.sections_user_data import AccountDataSection, PresenceSection
+
+        publish = self.publisher.publish
+        self.push_rules = PushRulesHandler(self.push_rules_store, publish)
+        self.account_data = AccountDataHandler(self.account_data_store, publish, self.push_rules)
+        self.receipts = ReceiptsHandler(
+            self.receipts_store,
+            self.stores.events,
+            self._is_joined,
+            self.account_data,
+            self.clock,
+            publish,
+        )
+        self.presence = PresenceHandler(
+            self.presence_store, self.stores.members, self._user_exists, self.clock, publish
+        )
+        self.profile = ProfileHandler(
+            self.accounts, self.stores.members, self.room_members, self.is_mine
+        )
+        self.sync_sections.extend(
+            [
+                AccountDataSection(self.account_data_store, self.push_rules),
+                PresenceSection(self.presence_store, self.stores.members, self.clock),
+                TypingSection(self.typing),
+                ReceiptsSection(self.receipts_store),
+            ]
+        )
+
+    def _add_e2ee_sync_sections(self) -> None:
+        self.sync_sections.extend(
+            [
+                ToDeviceSection(self.to_device_store),
+                DeviceListsSection(self.devices),
+                # Must stay last: it only adds counts to responses with content.
+                KeyCountsSection(self.e2e_keys),
+            ]
+        )
+
+    def _build_e2ee_handlers(self) -> None:
+        """E2EE: devices and device lists, keys, cross-signing, to-device, /sync sections."""
+        self.devices = DeviceHandler(
+            self.accounts,
+            device_lists=self.device_lists_store,
+            e2e_keys=self.e2e_keys_store,
+            to_device=self.to_device_store,
+            members=self.stores.members,
+            publisher=self.publisher,
+            clock=self.clock,
+            server_name=self.server_name,
+            events_position=self.current_token().events.max_position,
+        )
+        self.cache_registry.register(
+            "get_rooms_for_user_with_stream_ordering",
+            self.devices.note_membership_invalidation,
+            self.devices.note_membership_invalidation,
+        )
+        self.notifier.add_observer(self.devices.on_new_data)
+        # Login and registration create devices through AuthHandler.login.
+        self.auth.on_new_device = self.devices.notify_device_added
+        self.e2e_keys = E2eKeysHandler(self.e2e_keys_store, self.devices, self.clock, self.is_mine)
+        self.cross_signing = CrossSigningHandler(
+            self.e2e_keys_store, self.accounts, self.devices, self.uia, self.clock, self.is_mine
+        )
+        self.to_device = ToDeviceHandler(
+            self.to_device_store, self.accounts, self.publisher, self.clock, self.is_mine
+        )
+
     def _build_event_sender(self) -> Any:
         """The local writer where this process writes events."""
         if self.instance_name in self.config.writers_for("events"):
@@ -252,15 +376,25 @@ class HomeServer:
         raise NotImplementedError("sending events to a remote writer needs the replication client")
 
     def _register_servlets(self) -> None:
-        from atrium.api.client import account, meta, room_write, sync
-        from atrium.api.client import filter as filter_api
+        from atrium.api.client import account, keys, meta, room_write
 
-        for module in (meta, account, room_write, sync, filter_api):
+        for module in (meta, account, room_write, keys):
+            module.register_servlets(self, self.router)
+        # -- /sync and filters (wt/sync) --
+        from atrium.api.client import filter as filter_api
+        from atrium.api.client import sync
+
+        for module in (sync, filter_api):
             module.register_servlets(self, self.router)
         # -- room reads and directory (wt/reads) --
         from atrium.api.client import directory, room_read
 
         for module in (room_read, directory):
+            module.register_servlets(self, self.router)
+        # user data & ephemeral
+        from atrium.api.client import account_data, ephemeral, presence, profile, push_rules
+
+        for module in (ephemeral, account_data, push_rules, presence, profile):
             module.register_servlets(self, self.router)
 
     # -- running ---------------------------------------------------------------

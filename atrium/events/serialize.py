@@ -12,7 +12,16 @@ from typing import Any
 from atrium.events.event import Event
 
 # Fields of a PDU that are federation-only and never shown to clients.
-_FEDERATION_ONLY = ("auth_events", "prev_events", "hashes", "signatures", "depth", "origin", "membership", "prev_state")
+_FEDERATION_ONLY = (
+    "auth_events",
+    "prev_events",
+    "hashes",
+    "signatures",
+    "depth",
+    "origin",
+    "membership",
+    "prev_state",
+)
 
 
 def serialize_event(

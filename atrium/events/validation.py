@@ -237,6 +237,10 @@ def validate_event(room_version: RoomVersion, event_dict: Mapping[str, Any]) -> 
             )
     if "state_key" in event_dict and not isinstance(event_dict["state_key"], str):
         raise EventValidationError(M_BAD_JSON, "`state_key` must be a string")
+    # These are stored as database text, which cannot hold NUL (PostgreSQL).
+    for key in ("type", "state_key", "redacts"):
+        if isinstance(event_dict.get(key), str) and "\x00" in event_dict[key]:
+            raise EventValidationError(M_BAD_JSON, f"`{key}` must not contain NUL")
     if "unsigned" in event_dict and not isinstance(event_dict["unsigned"], dict):
         raise EventValidationError(M_BAD_JSON, "`unsigned` must be an object")
     if "redacts" in event_dict and not isinstance(event_dict["redacts"], str):

@@ -10,6 +10,7 @@ import base64
 import hashlib
 import hmac
 import secrets
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import attrs
@@ -72,6 +73,9 @@ class AuthHandler:
         self.accounts = accounts
         self.clock = clock
         self.server_name = server_name
+        # Called with (user_id, device_id) when login creates a device; the
+        # composition root points it at the device-list change recorder.
+        self.on_new_device: Callable[[str, str], Awaitable[None]] | None = None
 
     async def hash_password(self, password: str) -> str:
         return await threads.deferToThread(hash_password_sync, password)
@@ -114,7 +118,9 @@ class AuthHandler:
     ) -> tuple[str, str]:
         """Create (or reuse) a device and a fresh access token; (device_id, token)."""
         device_id = device_id or new_device_id()
-        await self.accounts.store_device(user_id, device_id, display_name)
+        created = await self.accounts.store_device(user_id, device_id, display_name)
+        if created and self.on_new_device is not None:
+            await self.on_new_device(user_id, device_id)
         token = new_access_token(user_id)
         await self.accounts.add_access_token(user_id, device_id, token, self.clock.time_msec())
         return device_id, token

@@ -21,10 +21,15 @@ HISTORY_VISIBILITY = ("m.room.history_visibility", "")
 
 
 async def filter_events_for_client(
-    stores: Stores, user_id: str, events: Sequence[Event], currently_joined_rooms: frozenset[str] | None = None
+    stores: Stores,
+    user_id: str,
+    events: Sequence[Event],
+    currently_joined_rooms: frozenset[str] | None = None,
 ) -> list[Event]:
     """The events of ``events`` the user may see, in the same order."""
-    events = [e for e in events if not e.internal_metadata.soft_failed and e.rejected_reason is None]
+    events = [
+        e for e in events if not e.internal_metadata.soft_failed and e.rejected_reason is None
+    ]
     if not events:
         return []
     if currently_joined_rooms is None:
@@ -33,7 +38,9 @@ async def filter_events_for_client(
     member_key = ("m.room.member", user_id)
     state_by_group = {}
     for group in set(groups.values()):
-        state = await stores.state.get_state_ids_for_group(group, types=[HISTORY_VISIBILITY, member_key])
+        state = await stores.state.get_state_ids_for_group(
+            group, types=[HISTORY_VISIBILITY, member_key]
+        )
         state_by_group[group] = state
     needed = {eid for state in state_by_group.values() for eid in state.values()}
     state_events = await stores.events.get_events(needed) if needed else {}
@@ -49,7 +56,11 @@ async def filter_events_for_client(
                 visibility = value
         member_event = state_events.get(state.get(member_key, ""))
         membership = member_event.membership if member_event is not None else None
-        if _allowed(visibility, membership, event.room_id in currently_joined_rooms):
+        # A user always sees their own membership changes (their leave, their kick).
+        own_membership = event.type == "m.room.member" and event.state_key == user_id
+        if own_membership or _allowed(
+            visibility, membership, event.room_id in currently_joined_rooms
+        ):
             visible.append(event)
     return visible
 

@@ -161,6 +161,14 @@ class JsonResource(Resource):
             respond(request, 200, {})
             return NOT_DONE_YET
         path = request.path.decode("utf-8", "replace")
+        if "\x00" in path or b"\x00" in (request.uri or b"") or b"%00" in (request.uri or b""):
+            # PostgreSQL cannot store NUL in text; no Matrix identifier contains one.
+            respond(
+                request,
+                400,
+                {"errcode": "M_INVALID_PARAM", "error": "NUL characters are not allowed"},
+            )
+            return NOT_DONE_YET
         route, params, known = self.router.match("GET" if method == "HEAD" else method, path)
         if route is not None and self.groups is not None and route.group not in self.groups:
             route, known = None, False

@@ -122,7 +122,9 @@ class SyncHandler:
             stats.rooms, stats.events = room_stats.rooms, room_stats.events
             for section in self.sections:
                 await section.fill(request, response)
-            response["next_batch"] = now.to_string()
+            # A section may hold a stream back (e.g. to-device messages
+            # beyond one response's limit): next_batch is request.now after them.
+            response["next_batch"] = request.now.to_string()
             compute_ms[0] = (time.perf_counter() - computing) * 1000
             return response
 

@@ -216,9 +216,10 @@ async def test_departed_user_sees_history_only_up_to_their_leave(server):
     ).code == 200
 
     history = await paginate_all(bob, room_id, "b", 3)
-    # The newest event bob sees is the last one before he left (visibility.py
-    # does not show a user their own leave event under "shared").
-    assert history[0]["event_id"] == seen
+    # The newest events bob sees are his own leave, then the last message before it.
+    assert history[0]["type"] == "m.room.member" and history[0]["state_key"] == bob.user_id
+    assert history[0]["content"]["membership"] == "leave"
+    assert history[1]["event_id"] == seen
     ids = [e["event_id"] for e in history]
     assert hidden not in ids
     forwards = await paginate_all(bob, room_id, "f", 4)

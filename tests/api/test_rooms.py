@@ -117,3 +117,18 @@ async def test_every_room_version_can_be_created_and_used(server):
             f"{V3}/rooms/{q(created.json['room_id'])}/send/m.room.message/{version}", {"body": "v"}
         )
         assert sent.code == 200, (version, sent)
+
+
+@pytest_twisted.ensureDeferred
+async def test_nul_characters_are_refused_not_500(server):
+    hs, anon = server
+    alice = await anon.register("nul")
+    room_id = (await alice.post(f"{V3}/createRoom", {})).json["room_id"]
+    in_path = await alice.put(f"{V3}/rooms/{q(room_id)}/state/m.custom/{q('a' + chr(0))}", {"x": 1})
+    assert in_path.code == 400 and in_path.json["errcode"] == "M_INVALID_PARAM"
+    in_type = await alice.put(f"{V3}/rooms/{q(room_id)}/send/{q('m.x' + chr(0))}/t", {"x": 1})
+    assert in_type.code == 400
+    in_content = await alice.put(
+        f"{V3}/rooms/{q(room_id)}/send/m.room.message/t2", {"body": "a\u0000b"}
+    )
+    assert in_content.code == 200
