@@ -18,7 +18,8 @@ store calls, whatever the number of rooms:
 4. State: state groups of the few events whose state matters (the one
    before the timeline, the one at ``since``, the last one when a state
    change is missing from the timeline), read in one batch.
-5. Summaries (m.heroes and member counts) and invite/knock stripped state.
+5. Summaries (m.heroes and member counts); invites and knocks as stripped
+   state (stripped_state.py).
 """
 
 from __future__ import annotations
@@ -45,20 +46,11 @@ from atrium.sync.room_state import (
     state_for_entry,
 )
 from atrium.sync.sections import SyncRequest, joined_room_entry
+from atrium.sync.stripped_state import stripped_state_entries
 from atrium.sync.token import RoomStreamToken, StreamToken
 
 # Rounds of reading older rows when filters leave a timeline short.
 _MAX_ROUNDS = 3
-# Stripped state in invites and knocks (spec "Stripped state").
-STRIPPED_STATE_TYPES = (
-    "m.room.create",
-    "m.room.name",
-    "m.room.avatar",
-    "m.room.topic",
-    "m.room.join_rules",
-    "m.room.canonical_alias",
-    "m.room.encryption",
-)
 
 
 @attrs.define
@@ -89,15 +81,6 @@ class RoomPlan:
 class RoomsStats:
     rooms: int = 0
     events: int = 0
-
-
-def _stripped(event: Event) -> dict[str, Any]:
-    return {
-        "type": event.type,
-        "state_key": event.state_key,
-        "content": event.content,
-        "sender": event.sender,
-    }
 
 
 class RoomsBuilder:
@@ -192,8 +175,8 @@ class RoomsBuilder:
         stats = RoomsStats()
         rooms: dict[str, dict[str, Any]] = {"join": {}, "invite": {}, "leave": {}, "knock": {}}
         await self._write_entries(req, plans, summaries, response, rooms, stats)
-        await self._write_stripped(req, invites, "invite", rooms)
-        await self._write_stripped(req, knocks, "knock", rooms)
+        rooms["invite"] = await stripped_state_entries(self.stores, self.stream, invites, "invite")
+        rooms["knock"] = await stripped_state_entries(self.stores, self.stream, knocks, "knock")
         stats.rooms += len(rooms["invite"]) + len(rooms["knock"])
         if any(rooms.values()):
             target = response.setdefault("rooms", {})
@@ -517,45 +500,6 @@ class RoomsBuilder:
                 include_room_id=False,
             )
         return flt.apply_event_fields(data)
-
-    async def _write_stripped(
-        self,
-        req: SyncRequest,
-        memberships: list[RoomsForUser],
-        kind: str,
-        rooms: dict[str, dict[str, Any]],
-    ) -> None:
-        """rooms.invite / rooms.knock entries with stripped state (spec "Stripped state")."""
-        if not memberships:
-            return
-        own = await self.stores.events.get_events([m.event_id for m in memberships])
-        groups = await self.stores.state.get_state_groups_for_events(list(own))
-        states = await self.stream.get_state_for_groups(groups.values())
-        wanted: dict[str, list[str]] = {}
-        for m in memberships:
-            event = own.get(m.event_id)
-            if event is None or m.event_id not in groups:
-                continue
-            state = states[groups[m.event_id]]
-            keys = [(t, "") for t in STRIPPED_STATE_TYPES] + [(MEMBER, event.sender)]
-            wanted[m.room_id] = [state[k] for k in keys if k in state and state[k] != m.event_id]
-        state_events = await self.stores.events.get_events(
-            [e for ids in wanted.values() for e in ids]
-        )
-        for m in memberships:
-            event = own.get(m.event_id)
-            if event is None:
-                continue
-            if m.room_id in wanted:
-                stripped = [
-                    _stripped(state_events[e]) for e in wanted[m.room_id] if e in state_events
-                ]
-            else:
-                # An invite from another server: only what it sent along.
-                sent = event.unsigned.get(f"{kind}_room_state") or []
-                stripped = [s for s in sent if isinstance(s, dict)]
-            stripped.append(_stripped(event))
-            rooms[kind][m.room_id] = {f"{kind}_state": {"events": stripped}}
 
 
 def _full_join(plan: RoomPlan) -> bool:
