@@ -92,6 +92,20 @@ class HomeServer:
         self.db.start()
         await prepare_database(self.db, allow_migrate=allow_migrate)
         self.invalidator = LocalCacheInvalidator(self.cache_registry)
+        # -- replication transport (wt/repl) ----------------------------------------
+        # With other processes (redis.url set, or a test sharing an InProcessBus
+        # through self.replication_bus) every invalidation is also a caches-stream
+        # row, and a service joins the bus on start(). See atrium/replication/service.py.
+        from atrium.replication import http as replication_http
+        from atrium.replication.service import build_replication_service
+
+        replication_http.register_servlets(self, self.router)
+        self.replication = await build_replication_service(self)
+        if self.replication is not None:
+            # Same CacheInvalidator protocol as the local one it wraps.
+            self.invalidator = self.replication.invalidator  # type: ignore[assignment]
+            self._services.insert(0, self.replication)
+        # -- end replication transport ------------------------------------------------
         self.stores = await build_stores(self.db, self.invalidator)
         self.stores.register_caches(self.cache_registry)
         # Stores outside the event domain: one per domain, registered the same way.

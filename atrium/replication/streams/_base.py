@@ -55,6 +55,10 @@ class Stream(abc.ABC):
     ROW_TYPE: ClassVar[type[StreamRow]]
     # The stream key in client StreamTokens, or None if clients never see it.
     TOKEN_KEY: ClassVar[str | None] = None
+    # True for streams that live only in their writer's memory (typing):
+    # other processes fetch missed rows from the writer over the
+    # authenticated HTTP replication endpoint, not from the database.
+    IN_MEMORY: ClassVar[bool] = False
 
     def __init__(self, hs: Any) -> None:
         self.hs = hs
@@ -68,6 +72,11 @@ class Stream(abc.ABC):
     @abc.abstractmethod
     def current_token(self, instance_name: str) -> int:
         """The writer's own position (only meaningful on that writer)."""
+
+    async def stored_positions(self) -> dict[str, int] | None:
+        """Each writer's persisted position, for a process starting up; None for
+        streams not kept in the database (their positions come from the writers)."""
+        return None
 
     async def effects(self, rows: Iterable[StreamRow]) -> Effects:
         """Cache invalidations and notifier targets for a batch of rows."""

@@ -67,13 +67,23 @@ class EventsStream(Stream):
             to_token,
             limit,
         )
-        updates = [
+        updates: list[tuple[int, StreamRow]] = [
             (int(r[0]), EventsStreamRow(r[1], r[2], r[3], r[4], r[5], r[6], r[7], bool(r[8])))
             for r in rows
         ]
         limited = len(updates) == limit
         upto = updates[-1][0] if limited else to_token
         return StreamUpdates(updates, upto, limited)
+
+    async def stored_positions(self) -> dict[str, int] | None:
+        # A writer persists one batch at a time and records its position in
+        # the same transaction, so no event of it below this is unfinished.
+        rows = await self.hs.db.execute(
+            "events_stream_positions",
+            "SELECT instance_name, stream_id FROM stream_positions WHERE stream_name = ?",
+            "events",
+        )
+        return {r[0]: int(r[1]) for r in rows}
 
     async def effects(self, rows: Iterable[StreamRow]) -> Effects:
         effects = Effects()

@@ -28,6 +28,8 @@ class TypingStream(Stream):
     NAME = "typing"
     ROW_TYPE = TypingStreamRow
     TOKEN_KEY = "typing"
+    # Other processes fetch missed rows from the writer over HTTP.
+    IN_MEMORY = True
 
     def current_token(self, instance_name: str) -> int:
         return self.hs.typing.current_token()
