@@ -137,6 +137,7 @@ class HomeServer:
         await self._build_user_data_stores()
         self._build_replication()
         self._build_handlers()
+        self._build_sync()
         self._build_user_data_handlers()
         self._add_e2ee_sync_sections()
         self._register_servlets()
@@ -251,6 +252,41 @@ class HomeServer:
             directory=self.directory,
             access=self.room_access,
             server_name=self.server_name,
+        )
+
+    # -- /sync and filters (atrium/sync/) --------------------------------------------
+    def _build_sync(self) -> None:
+        from atrium.storage.stores.filters import FilterStore
+        from atrium.storage.stores.stream import StreamStore
+        from atrium.sync.change_cache import SyncChangeTracker
+        from atrium.sync.handler import SyncHandler
+        from atrium.sync.rooms import RoomsBuilder
+
+        self.filters = FilterStore(self.db)
+        self.stream_store = StreamStore(self.db, self.stores.state)
+        for store in (self.filters, self.stream_store):
+            register_store_caches(self.cache_registry, store)
+        # Room summaries change exactly when member counts do.
+        summary = self.stream_store.get_room_summary
+        self.cache_registry.register(
+            "get_membership_counts", summary.invalidate, summary.invalidate_all
+        )
+        self.sync_tracker = SyncChangeTracker(self.current_token().events.max_position)
+        self.notifier.add_observer(self.sync_tracker.on_new_data)
+        rooms = RoomsBuilder(
+            stores=self.stores,
+            stream=self.stream_store,
+            directory=self.directory,
+            tracker=self.sync_tracker,
+            clock=self.clock,
+        )
+        self.sync_handler = SyncHandler(
+            rooms=rooms,
+            filters=self.filters,
+            notifier=self.notifier,
+            current_token=self.current_token,
+            get_joined_rooms=self.stores.members.get_rooms_for_user,
+            sections=self.sync_sections,
         )
 
     # -- user data & ephemeral: typing, receipts, account data, push rules,
@@ -392,6 +428,12 @@ class HomeServer:
         from atrium.api.client import account, keys, meta, room_write
 
         for module in (meta, account, room_write, keys):
+            module.register_servlets(self, self.router)
+        # -- /sync and filters (wt/sync) --
+        from atrium.api.client import filter as filter_api
+        from atrium.api.client import sync
+
+        for module in (sync, filter_api):
             module.register_servlets(self, self.router)
         # -- room reads and directory (wt/reads) --
         from atrium.api.client import directory, room_read

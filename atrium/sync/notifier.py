@@ -63,6 +63,14 @@ class Notifier:
     ) -> None:
         """Wake every request waiting for one of ``users`` or ``rooms``."""
         users, rooms = list(users), list(rooms)
+        # Observers first: some keep in-memory indexes that woken requests
+        # read (the sync change caches), and a woken request may run at once
+        # (Deferred callbacks are synchronous).
+        for observer in self._observers:
+            try:
+                observer(stream, token, users, rooms)
+            except Exception:
+                logger.exception("notifier observer failed")
         woken: set[_Listener] = set()
         for user_id in users:
             woken.update(self._by_user.get(user_id, ()))
@@ -72,11 +80,6 @@ class Notifier:
             WAKEUPS.labels(stream).inc(len(woken))
         for listener in woken:
             listener.wake()
-        for observer in self._observers:
-            try:
-                observer(stream, token, users, rooms)
-            except Exception:
-                logger.exception("notifier observer failed")
 
     def _add(self, listener: _Listener) -> None:
         self._by_user.setdefault(listener.user_id, set()).add(listener)

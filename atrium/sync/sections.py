@@ -31,7 +31,8 @@ class SyncRequest:
     filter: Any
     full_state: bool = False
     # Filled by the rooms section: rooms the user is joined to at `now`,
-    # rooms newly joined since `since`, and rooms left since `since`.
+    # rooms newly joined since `since`, and rooms left since `since` (all
+    # after the filter's room-level rooms/not_rooms).
     joined_room_ids: frozenset[str] = frozenset()
     newly_joined_room_ids: frozenset[str] = frozenset()
     newly_left_room_ids: frozenset[str] = frozenset()
