@@ -106,5 +106,4 @@ class EventsStream(Stream):
             effects.invalidations.append(("get_latest_event_ids_in_room", latest_rooms))
         if member_users:
             effects.invalidations.append(("get_rooms_for_user_with_stream_ordering", member_users))
-            effects.invalidations.append(("get_rooms_for_user", member_users))
         return effects
