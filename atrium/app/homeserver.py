@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from twisted.internet import defer
 from twisted.internet.interfaces import IListeningPort
 
 from atrium.app.routes import groups_for_app
@@ -136,9 +137,13 @@ class HomeServer:
         self.pagination_store = PaginationStore(self.db)
         await self._build_user_data_stores()
         self._build_replication()
+        if self.replication is not None:
+            # Every writer's stored position, before anything reads positions.
+            await self.replication.prepare()
         self._build_handlers()
         self._build_sync()
         self._build_user_data_handlers()
+        self._build_user_sync()
         self._add_e2ee_sync_sections()
         self._register_servlets()
 
@@ -174,6 +179,37 @@ class HomeServer:
 
     async def wait_for_events_position(self, writer: str, token: int) -> None:
         await self.data_handler.wait_for_position("events", writer, token)
+
+    async def wait_for_stream_token(self, token: StreamToken, timeout: float) -> bool:
+        """Wait (at most ``timeout`` seconds) until this process has applied
+        everything ``token`` covers; whether it has.
+
+        A client's token may come from another process that was further
+        along (its previous /sync went to another sync worker).
+        """
+        targets = [
+            ("events", writer, token.events.position_of(writer))
+            for writer in self.config.writers_for("events")
+        ]
+        targets += [
+            (key, self.config.writers_for(key)[0], int(token.get(key))) for key in STREAM_KEYS[1:]
+        ]
+        deadline = self.clock.time() + timeout
+        for stream, writer, position in targets:
+            remaining = deadline - self.clock.time()
+            if self.data_handler.get_position(stream, writer) >= position:
+                continue
+            if remaining <= 0:
+                return False
+            waiting = defer.ensureDeferred(
+                self.data_handler.wait_for_position(stream, writer, position)
+            )
+            waiting.addTimeout(remaining, self.reactor)
+            try:
+                await waiting
+            except (defer.TimeoutError, defer.CancelledError):
+                return False
+        return True
 
     def _build_handlers(self) -> None:
         config, clock = self.config, self.clock
@@ -287,6 +323,7 @@ class HomeServer:
             current_token=self.current_token,
             get_joined_rooms=self.stores.members.get_rooms_for_user,
             sections=self.sync_sections,
+            wait_for_token=self.wait_for_stream_token,
         )
 
     # -- user data & ephemeral: typing, receipts, account data, push rules,
@@ -357,6 +394,47 @@ class HomeServer:
                 ReceiptsSection(self.receipts_store),
             ]
         )
+
+    # -- who is syncing where (presence): atrium/workers/, atrium/master/ ----------------
+    def _build_user_sync(self) -> None:
+        """``hs.user_sync`` reports /sync activity; the master tracks it for presence.
+
+        A worker reports over the bus (USER_SYNC, CLEAR_USER_SYNC when it
+        stops); the master reports to its own ``SyncingUsers`` directly and
+        hears everybody else's commands (and PINGs, to find dead workers).
+        """
+        from atrium.workers.user_sync import UserSyncReporter
+
+        if self.config.is_worker:
+            assert self.replication is not None, "workers always replicate"
+            self.user_sync = UserSyncReporter(
+                self.instance_name, self.replication.send_command, self.clock
+            )
+            self.replication.add_listener("REPLICATE", self.user_sync.reannounce)
+            # Stopped before the replication service: CLEAR_USER_SYNC goes out first.
+            self._services.append(self.user_sync)
+            return
+        from atrium.master.syncing_users import SyncingUsers
+
+        self.syncing_users = SyncingUsers(
+            self.instance_name,
+            self.clock,
+            self.presence.set_syncing,
+            timeout=self.config.replication_ping_timeout,
+        )
+
+        def tell_master(*commands: Any) -> defer.Deferred[None]:
+            for command in commands:
+                self.syncing_users.handle(command)
+            return self.syncing_users.settled()
+
+        # The master's own reporter is no service: stopping the master must
+        # not mark its users offline (they come back when it restarts).
+        self.user_sync = UserSyncReporter(self.instance_name, tell_master, self.clock)
+        if self.replication is not None:
+            for command_name in ("USER_SYNC", "CLEAR_USER_SYNC", "NAME", "PING"):
+                self.replication.add_listener(command_name, self.syncing_users.handle)
+        self._services.append(self.syncing_users)
 
     def _add_e2ee_sync_sections(self) -> None:
         self.sync_sections.extend(
@@ -445,6 +523,10 @@ class HomeServer:
 
         for module in (ephemeral, account_data, push_rules, presence, profile):
             module.register_servlets(self, self.router)
+        # /health on every process (wt/workers)
+        from atrium.api import health
+
+        health.register_servlets(self, self.router)
 
     # -- running ---------------------------------------------------------------
     async def start(self) -> None:

@@ -81,6 +81,10 @@ class HomeServerConfig:
     stream_writers: dict[str, tuple[str, ...]] = attrs.field(factory=dict)
     instance_map: dict[str, InstanceLocation] = attrs.field(factory=dict)
     max_stream_lag: int = 1000
+    # Seconds between PINGs every process sends on the bus, and how long the
+    # master waits without hearing a process before it clears its syncing users.
+    replication_ping_interval: float = 5.0
+    replication_ping_timeout: float = 30.0
     federation: dict[str, Any] = attrs.field(factory=dict)
     # Set when a worker file was loaded on top of homeserver.yaml.
     worker_name: str = MASTER_INSTANCE
@@ -224,6 +228,8 @@ def parse_config(
         stream_writers=stream_writers,
         instance_map=instance_map,
         max_stream_lag=(data.get("health") or {}).get("max_stream_lag", 1000),
+        replication_ping_interval=float((data.get("replication") or {}).get("ping_interval", 5.0)),
+        replication_ping_timeout=float((data.get("replication") or {}).get("ping_timeout", 30.0)),
         federation=data.get("federation") or {},
     )
     if "listeners" in data:
@@ -242,8 +248,20 @@ def parse_config(
     return config
 
 
+# Streams other processes may write; every other stream is written by the master.
+WORKER_WRITABLE_STREAMS = ("events",)
+
+
 def _check_consistency(config: HomeServerConfig, config_path: str, worker_path: str) -> None:
     for stream, writers in config.stream_writers.items():
+        if stream not in WORKER_WRITABLE_STREAMS and tuple(writers) != (MASTER_INSTANCE,):
+            raise ConfigError(
+                f"stream_writers.{stream}",
+                f"only the master writes the {stream} stream (remove this entry)",
+                config_path,
+            )
+        if len(set(writers)) != len(writers):
+            raise ConfigError(f"stream_writers.{stream}", "lists a writer twice", config_path)
         for writer in writers:
             if writer != MASTER_INSTANCE and writer not in config.instance_map:
                 raise ConfigError(
@@ -251,6 +269,18 @@ def _check_consistency(config: HomeServerConfig, config_path: str, worker_path: 
                     f"writer {writer!r} is not in instance_map",
                     config_path,
                 )
+    if any(w != MASTER_INSTANCE for ws in config.stream_writers.values() for w in ws):
+        # The master must reach the writers too (send_events, catch-up).
+        if not config.redis_url:
+            raise ConfigError(
+                "redis.url", "is required when stream_writers name workers", config_path
+            )
+        if not config.worker_replication_secret:
+            raise ConfigError(
+                "worker_replication_secret",
+                "is required when stream_writers name workers",
+                config_path,
+            )
     if config.is_worker:
         if not config.worker_replication_secret:
             raise ConfigError(
@@ -264,12 +294,19 @@ def _check_consistency(config: HomeServerConfig, config_path: str, worker_path: 
                 "workers need PostgreSQL (SQLite serves one process only)",
                 config_path,
             )
-        if config.worker_app == "event_writer" and config.worker_name not in config.writers_for(
-            "events"
-        ):
+        writes_events = config.worker_name in config.writers_for("events")
+        if config.worker_app == "event_writer" and not writes_events:
             raise ConfigError(
                 "worker_name",
-                f"event_writer {config.worker_name!r} is not listed in stream_writers.events of homeserver.yaml",
+                f"event_writer {config.worker_name!r} is not listed in stream_writers.events"
+                " of homeserver.yaml",
+                worker_path,
+            )
+        if writes_events and config.worker_app != "event_writer":
+            raise ConfigError(
+                "worker_app",
+                f"{config.worker_name!r} is listed in stream_writers.events, so it must be"
+                f" an event_writer, not {config.worker_app!r}",
                 worker_path,
             )
         if config.worker_name == MASTER_INSTANCE:

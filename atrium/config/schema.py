@@ -115,6 +115,14 @@ HOMESERVER_SCHEMA: dict[str, Any] = {
                 },
             },
         },
+        "replication": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "ping_interval": {"type": "number", "exclusiveMinimum": 0},
+                "ping_timeout": {"type": "number", "exclusiveMinimum": 0},
+            },
+        },
         "health": {
             "type": "object",
             "additionalProperties": False,

@@ -73,6 +73,29 @@ class PresenceHandler:
             "presence", self.store.get_current_token(), [row_for_presence(presence)]
         )
 
+    async def set_syncing(self, user_id: str, syncing: bool) -> None:
+        """A user started or stopped syncing (on any process; see atrium/master/).
+
+        Spec "Presence": a syncing client makes its user online. Starting to
+        sync brings an offline (or never seen) user online; stopping makes an
+        online or unavailable user offline. The status message is kept.
+        """
+        current = await self.store.get_presence_for_user(user_id)
+        state = current.state if current is not None else "offline"
+        if syncing and state != "offline":
+            return
+        if not syncing and state == "offline":
+            return
+        presence = await self.store.set_presence(
+            user_id,
+            "online" if syncing else "offline",
+            current.status_msg if current is not None else None,
+            self.clock.time_msec(),
+        )
+        await self._publish(
+            "presence", self.store.get_current_token(), [row_for_presence(presence)]
+        )
+
     async def get_state(self, requester_user_id: str, user_id: str) -> dict[str, Any]:
         """GET /presence/{userId}/status: for yourself and users you share a room with."""
         if not await self._user_exists(user_id):

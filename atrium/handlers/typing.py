@@ -51,6 +51,9 @@ class TypingHandler:
         self._typing: dict[str, dict[str, DelayedCall]] = {}
         # room_id -> position of the room's last change.
         self._room_serial: dict[str, int] = {}
+        # On processes that do not write the typing stream: room_id -> the
+        # writer's last published set (from replication, see apply_replicated).
+        self._replicated: dict[str, list[str]] = {}
 
     def current_token(self) -> int:
         return self._serial
@@ -111,10 +114,22 @@ class TypingHandler:
             "typing", serial, [TypingStreamRow(room_id, self.typing_users(room_id))]
         )
 
+    def apply_replicated(self, serial: int, room_id: str, user_ids: list[str]) -> None:
+        """A typing row from the writer (this process only reads typing state)."""
+        if serial < self._room_serial.get(room_id, 0):
+            return
+        if user_ids:
+            self._replicated[room_id] = sorted(user_ids)
+        else:
+            self._replicated.pop(room_id, None)
+        self._room_serial[room_id] = serial
+
     # -- reads -----------------------------------------------------------------------
     def typing_users(self, room_id: str) -> list[str]:
         """Who is typing in the room now (sorted, for stable output)."""
-        return sorted(self._typing.get(room_id, ()))
+        if room_id in self._typing:
+            return sorted(self._typing[room_id])
+        return list(self._replicated.get(room_id, ()))
 
     def room_serial(self, room_id: str) -> int:
         """Position of the room's last typing change (0 if none since start)."""

@@ -54,6 +54,10 @@ class BusConnection(abc.ABC):
     def send(self, commands: Sequence[Command]) -> None:
         """Send ``commands`` as one message (all delivered, in order, or none)."""
 
+    def is_connected(self) -> bool:
+        """Whether messages are currently being sent and received."""
+        return True
+
     def _deliver(self, text: str) -> None:
         """Parse a received message (bad lines are logged and dropped) and hand it on."""
         commands = parse_lines(text)
@@ -98,6 +102,9 @@ class InProcessConnection(BusConnection):
         if self.started:
             self.started = False
             self.bus._connections.remove(self)
+
+    def is_connected(self) -> bool:
+        return self.started and self in self.bus._connections
 
     def send(self, commands: Sequence[Command]) -> None:
         if not commands:

@@ -317,6 +317,15 @@ class ReplicationCommandHandler(BusListener):
         finally:
             self._inbound_running = False
 
+    async def wait_until_sent(self, timeout: float) -> bool:
+        """Wait (at most ``timeout`` seconds) until the outbound queue is empty."""
+        deadline = self.clock.time() + timeout
+        while self._outbound or self._outbound_running:
+            if self.clock.time() >= deadline:
+                return False
+            await self.clock.sleep(0.01)
+        return True
+
     def is_idle(self) -> bool:
         """Nothing queued to send or to handle (tests wait for this)."""
         return not (

@@ -80,19 +80,37 @@ class NameCommand(Command):
         return self.name
 
 
+def _check_optional_word(value: str | None, what: str) -> str | None:
+    return None if value is None else _check_word(value, what)
+
+
 @attrs.frozen
 class PingCommand(Command):
-    """Liveness: a process hears its own PINGs while its link is healthy."""
+    """Liveness: ``PING <ts> [<instance>]``, sent periodically by every process.
+
+    A process hears its own PINGs while its link is healthy; the master
+    notes when it last heard each instance and treats one silent for too
+    long as dead (its syncing users are cleared).
+    """
 
     NAME = "PING"
     ts: int
+    instance_name: str | None = attrs.field(
+        default=None, validator=lambda _s, _a, v: _check_optional_word(v, "instance")
+    )
 
     @classmethod
     def from_line(cls, args: str) -> PingCommand:
-        return cls(_parse_int(args, "PING timestamp"))
+        parts = args.split(" ")
+        if len(parts) == 1:
+            return cls(_parse_int(parts[0], "PING timestamp"))
+        ts, instance = _split(args, 2, "PING")
+        return cls(_parse_int(ts, "PING timestamp"), instance)
 
     def to_args(self) -> str:
-        return str(self.ts)
+        if self.instance_name is None:
+            return str(self.ts)
+        return f"{self.ts} {self.instance_name}"
 
 
 @attrs.frozen

@@ -87,8 +87,10 @@ class ReplicationDataHandler:
         if stream is None:
             logger.warning("rows for unknown stream %r ignored", stream_name)
             return
+        # 1. Caches first (in-memory copies included): nothing woken below
+        # may read a stale entry.
+        stream.apply_rows(instance, token, rows)
         effects = await stream.effects(rows)
-        # 1. Caches first: nothing woken below may read a stale entry.
         for cache_name, keys in effects.invalidations:
             if keys is None:
                 self._invalidate(cache_name, None)

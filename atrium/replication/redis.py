@@ -210,6 +210,12 @@ class RedisBus(BusConnection):
             except Exception:
                 logger.exception("Closing a Redis connection failed")
 
+    def is_connected(self) -> bool:
+        return all(
+            link.protocol is not None and link.protocol.connected
+            for link in (self._publisher, self._subscriber)
+        )
+
     def send(self, commands: Sequence[Command]) -> None:
         if not commands:
             return

@@ -8,9 +8,14 @@ before ``setup()`` to run several HomeServer objects in one process.
 
 The service's ``invalidator`` (a ``ReplicatingCacheInvalidator``) must be the
 one the stores are built with, so that every cache invalidation also becomes
-a caches-stream row. ``start()`` joins the bus: it attaches the command
+a caches-stream row. ``prepare()`` (called by the composition root as soon as
+the streams exist, before anything reads stream positions) builds the
+command handler and loads every writer's stored position, so in-memory
+indexes built afterwards (the sync change caches) start from where this
+process really starts. ``start()`` joins the bus: it attaches the command
 handler to ``hs.publisher``, subscribes, sends REPLICATE and waits (bounded)
-until every configured writer has announced its positions.
+until every configured writer has announced its positions; then it sends a
+PING naming this process every ``replication.ping_interval`` seconds.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from typing import Any
 from atrium.replication.bus import BusConnection
 from atrium.replication.client import ReplicationHttpClient, StreamFetcher
 from atrium.replication.command_handler import CommandListener, ReplicationCommandHandler
+from atrium.replication.commands import Command, PingCommand
 from atrium.replication.redis import RedisBus, default_channel
 from atrium.replication.streams.caches import CachesStream, ReplicatingCacheInvalidator
 
@@ -47,6 +53,7 @@ class ReplicationService:
         self.http_client: ReplicationHttpClient | None = None
         self._listeners: list[tuple[str, CommandListener]] = []
         self._prune_loop: Any = None
+        self._ping_loop: Any = None
 
     def add_listener(self, command_name: str, listener: CommandListener) -> None:
         """Hear every ``command_name`` command (USER_SYNC, FEDERATION_ACK...)."""
@@ -70,7 +77,15 @@ class ReplicationService:
             if name != CachesStream.NAME
         }
 
-    async def start(self) -> None:
+    def send_command(self, *commands: Command) -> None:
+        """Send commands (USER_SYNC, CLEAR_USER_SYNC...) as one bus message."""
+        if self.handler is not None:
+            self.handler.send_command(*commands)
+
+    async def prepare(self) -> None:
+        """Build the command handler and load the stored stream positions (see module doc)."""
+        if self.handler is not None:
+            return
         hs = self.hs
         config = hs.config
 
@@ -96,21 +111,37 @@ class ReplicationService:
         hs.data_handler.set_position(
             CachesStream.NAME, hs.instance_name, self.invalidator.current_token()
         )
+        await handler.load_stored_positions()
+
+    async def start(self) -> None:
+        hs = self.hs
+        await self.prepare()
+        handler = self.handler
+        assert handler is not None
         handler.attach(self.connection)
         hs.publisher.bus = handler
-        await handler.load_stored_positions()
         await self.connection.start()
         await handler.wait_for_writers(self.expected_writers(), self.startup_timeout)
         self._prune_loop = hs.clock.looping_call(self._prune, 3600.0)
+        self._ping_loop = hs.clock.looping_call(
+            self._ping, hs.config.replication_ping_interval, now=True
+        )
+
+    def _ping(self) -> None:
+        self.send_command(PingCommand(self.hs.clock.time_msec(), self.hs.instance_name))
 
     async def _prune(self) -> None:
         await self.invalidator.prune(self.hs.clock.time_msec() - CACHES_RETENTION_MS)
 
     async def stop(self) -> None:
-        if self._prune_loop is not None and self._prune_loop.running:
-            self._prune_loop.stop()
+        for loop in (self._prune_loop, self._ping_loop):
+            if loop is not None and loop.running:
+                loop.stop()
         if self.hs.publisher.bus is self.handler:
             self.hs.publisher.bus = None
+        if self.handler is not None:
+            # Let what is queued (a CLEAR_USER_SYNC, the last rows) go out first.
+            await self.handler.wait_until_sent(timeout=5.0)
         await self.connection.stop()
         if self.http_client is not None:
             await self.http_client.close()

@@ -208,7 +208,12 @@ class MultiWriterIdGenerator:
                 f"SELECT setval('{sequence_name}', GREATEST(?, (SELECT last_value FROM {sequence_name})))",
                 (max(highest, 1),),
             )
-            return int(row[0]) if row else 0
+            # Starting up, this writer has nothing in flight (ids a crashed run
+            # allocated but never committed are gaps that never appear), so every
+            # id of it up to the table's maximum is finished: start there, not
+            # at its stored (possibly ancient) position. A vector token's minimum
+            # then covers everything written before, by whatever instance.
+            return max(int(row[0]) if row else 0, highest)
 
         position = await db.run_interaction("multi_writer_id_gen_start", start_txn)
         return cls(db, sequence_name, instance_name, position)

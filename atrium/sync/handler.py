@@ -10,6 +10,13 @@ user's rooms or by changes addressed to the user) and computes again, until
 something is found or the time is up. Initial syncs and ``full_state``
 syncs answer at once.
 
+With several processes a client's ``since`` may come from another sync
+process that had applied more than this one (clients are not pinned to one
+worker). Such a request first waits (at most ``since_wait`` seconds) for this
+process to catch up, and every response is computed at the join of the
+current token and ``since``: ``next_batch`` never goes back, so nothing is
+sent twice.
+
 The rooms part comes from ``RoomsBuilder``; then every section listed in
 ``sections`` (account data, to-device, device lists, ephemeral...) adds its
 part. Incremental syncs log one INFO line with their statistics.
@@ -20,7 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from atrium.errors import InvalidParam
@@ -47,6 +54,8 @@ class SyncHandler:
         current_token: Callable[[], StreamToken],
         get_joined_rooms: Callable[[str], Any],
         sections: list[SyncSection],
+        wait_for_token: Callable[[StreamToken, float], Awaitable[bool]] | None = None,
+        since_wait: float = 10.0,
     ) -> None:
         self.rooms = rooms
         self.filters = filters
@@ -56,6 +65,9 @@ class SyncHandler:
         self.get_joined_rooms = get_joined_rooms
         # The composition root's list: other domains append to it after we are built.
         self.sections = sections
+        # async (token, timeout) -> whether this process has caught up with token.
+        self.wait_for_token = wait_for_token
+        self.since_wait = since_wait
         self._parsed: LruCache[tuple[str, str], Filter] = LruCache(10_000, "sync_parsed_filters")
 
     # -- filters -------------------------------------------------------------------
@@ -98,17 +110,22 @@ class SyncHandler:
     ) -> dict[str, Any]:
         """The /sync response body for this request (waiting up to ``timeout_ms``)."""
         started = time.perf_counter()
-        if (
-            since is not None
-            and since.events.max_position > self.current_token().events.max_position
-        ):
-            # Not a token this server handed out (or from before a restore).
-            raise InvalidParam("The since token is ahead of this server")
+        if since is not None and not self.current_token().covers(since):
+            # Handed out by a process ahead of this one: let this one catch up.
+            if self.wait_for_token is not None:
+                await self.wait_for_token(since, self.since_wait)
+            if since.events.max_position > self.current_token().events.max_position:
+                # Not a token this server handed out (or from before a restore).
+                raise InvalidParam("The since token is ahead of this server")
         stats = RoomsStats()
         compute_ms = [0.0]
 
         async def compute(now: StreamToken) -> dict[str, Any]:
             computing = time.perf_counter()
+            if since is not None:
+                # Never behind the client: a stream where since is ahead
+                # contributes an empty range and keeps its position.
+                now = now.join(since)
             request = SyncRequest(
                 user_id=user_id,
                 device_id=device_id,

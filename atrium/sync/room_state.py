@@ -18,7 +18,10 @@ room's heroes.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any
+
+from atrium.sync.token import RoomStreamToken
 
 StateKey = tuple[str, str]
 MEMBER = "m.room.member"
@@ -63,11 +66,19 @@ def lazy_load_members(
     }
 
 
-def membership_at(history: list[tuple[str, int]], position: int) -> str | None:
-    """The last membership in ``history`` (oldest first) at or before ``position``."""
+def membership_at(history: Sequence[Sequence[Any]], position: int | RoomStreamToken) -> str | None:
+    """The last membership in ``history`` (oldest first) at ``position``.
+
+    Entries are (membership, stream_ordering) or (membership, stream_ordering,
+    instance_name). A vector token covers an entry when its writer's position
+    reaches it (orderings of different writers interleave, so "the last
+    covered entry" is not "the last entry below some number").
+    """
+    token = position if isinstance(position, RoomStreamToken) else RoomStreamToken(position)
     current = None
-    for membership, ordering in history:
-        if ordering > position:
-            break
-        current = membership
+    for entry in history:
+        membership, ordering = entry[0], entry[1]
+        covered = token.includes(ordering, entry[2]) if len(entry) > 2 else ordering <= token.stream
+        if covered:
+            current = membership
     return current

@@ -20,6 +20,15 @@ store calls, whatever the number of rooms:
    change is missing from the timeline), read in one batch.
 5. Summaries (m.heroes and member counts); invites and knocks as stripped
    state (stripped_state.py).
+
+Several events writers: the tokens are vectors and "new since ``since``"
+is decided per writer (``RoomStreamToken.includes``): a row of writer W is
+in the response iff ``since.position_of(W) < stream_ordering <=
+now.position_of(W)``. Queries read the covering range (since's minimum,
+now's maximum] and the rows outside the exact range are dropped; the
+in-memory change caches are asked with since's minimum, which can only
+over-report. So every process delivers every event exactly once, in order,
+whatever order the writers' rows reached it in.
 """
 
 from __future__ import annotations
@@ -35,7 +44,7 @@ from atrium.handlers.visibility import filter_events_for_client
 from atrium.storage.stores import Stores
 from atrium.storage.stores.directory import DirectoryStore
 from atrium.storage.stores.roommember import RoomsForUser
-from atrium.storage.stores.stream import EventRow, RoomSummaryData, StreamStore
+from atrium.storage.stores.stream import EventRow, MembershipEntry, RoomSummaryData, StreamStore
 from atrium.sync.change_cache import SyncChangeTracker
 from atrium.sync.filtering import Filter
 from atrium.sync.room_state import (
@@ -51,6 +60,8 @@ from atrium.sync.token import RoomStreamToken, StreamToken
 
 # Rounds of reading older rows when filters leave a timeline short.
 _MAX_ROUNDS = 3
+# Rows read below since's maximum to find the last one a vector since covers.
+_COVERED_PROBE = 20
 
 
 @attrs.define
@@ -105,21 +116,27 @@ class RoomsBuilder:
         user_id = req.user_id
         now = req.now.events
         upper_now = now.max_position
-        since = req.since.events.stream if req.since is not None else None
+        since_token = req.since.events if req.since is not None else None
+        # The lower bound of the covering range (exact per writer only with since_token).
+        since = since_token.stream if since_token is not None else None
         members = self.stores.members
 
+        joined_all = await members.get_rooms_for_user_with_stream_ordering(user_id)
+        instances = await self._instances_of(
+            [so for _, so in joined_all], [now] + ([since_token] if since_token else [])
+        )
         joined_so = {
             room_id: so
-            for room_id, so in await members.get_rooms_for_user_with_stream_ordering(user_id)
-            if so <= upper_now and flt.allows_room(room_id)
+            for room_id, so in joined_all
+            if _includes(now, so, instances) and flt.allows_room(room_id)
         }
         req.joined_room_ids = frozenset(joined_so)
 
         # -- membership changes --------------------------------------------------
         if since is None:
-            changes = await self.stream.get_local_membership_changes(user_id, None, upper_now)
+            changes = await self.stream.get_local_membership_changes(user_id, None, now)
         elif self.tracker.memberships.has_entity_changed(user_id, since, upper_now):
-            changes = await self.stream.get_local_membership_changes(user_id, since, upper_now)
+            changes = await self.stream.get_local_membership_changes(user_id, since_token, now)
         else:
             changes = []
         changes = [c for c in changes if flt.allows_room(c.room_id)]
@@ -135,17 +152,19 @@ class RoomsBuilder:
             ]
         newly_joined: set[str] = set()
         join_candidates: set[str] = set()
-        if since is not None:
+        if since_token is not None:
             join_candidates = {c.room_id for c in changes if c.membership == "join"}
             # The joined-rooms cache itself says when the current join is new.
-            join_candidates |= {r for r, so in joined_so.items() if so > since}
+            join_candidates |= {
+                r for r, so in joined_so.items() if not _includes(since_token, so, instances)
+            }
             join_candidates &= set(joined_so)
         history = await self.stream.get_membership_history(
-            user_id, join_candidates | {c.room_id for c in leaves}, upper_now
+            user_id, join_candidates | {c.room_id for c in leaves}, now
         )
-        if since is not None:
+        if since_token is not None:
             newly_joined = {
-                r for r in join_candidates if membership_at(history[r], since) != "join"
+                r for r in join_candidates if membership_at(history[r], since_token) != "join"
             }
         req.newly_joined_room_ids = frozenset(newly_joined)
         req.newly_left_room_ids = frozenset(c.room_id for c in leaves if since is not None)
@@ -184,6 +203,15 @@ class RoomsBuilder:
                 target.setdefault(key, {}).update(entries)
         return stats
 
+    async def _instances_of(
+        self, orderings: Iterable[int], tokens: Sequence[RoomStreamToken]
+    ) -> dict[int, str]:
+        """The writers of the orderings whose inclusion in ``tokens`` depends on it."""
+        wanted = {so for so in orderings if any(t.is_ambiguous(so) for t in tokens)}
+        if not wanted:
+            return {}
+        return await self.stream.get_instances_for_orderings(wanted)
+
     # -- planning ----------------------------------------------------------------
     async def _plan_rooms(
         self,
@@ -191,7 +219,7 @@ class RoomsBuilder:
         joined_so: Mapping[str, int],
         newly_joined: Collection[str],
         leaves: Iterable[RoomsForUser],
-        history: Mapping[str, list[tuple[str, int]]],
+        history: Mapping[str, list[MembershipEntry]],
     ) -> list[RoomPlan]:
         upper_now = req.now.events.max_position
         since = req.since.events.stream if req.since is not None else None
@@ -223,11 +251,14 @@ class RoomsBuilder:
                 )
         for leave in leaves:
             entries = history.get(leave.room_id, [])
-            was_joined = any(m == "join" and so <= leave.stream_ordering for m, so in entries)
+            was_joined = any(
+                e.membership == "join" and e.stream_ordering <= leave.stream_ordering
+                for e in entries
+            )
             plan = RoomPlan(leave.room_id, "leave", None, leave.stream_ordering, True, lazy)
             if not was_joined:
                 plan.minimal_event_id = leave.event_id
-            elif since is not None and membership_at(entries, since) == "join":
+            elif req.since is not None and membership_at(entries, req.since.events) == "join":
                 # Joined at `since`: a delta from there, up to the leave.
                 plan.lower, plan.full = since, req.full_state
             plans.append(plan)
@@ -382,11 +413,7 @@ class RoomsBuilder:
                 not plan.full and (not uses_lower or plan.room_id in end_event)
             ):
                 at_lower[plan.room_id] = (None, plan.lower)
-        lower_event: dict[str, str] = {}
-        if at_lower:
-            for room_id, found in (await self.stream.get_room_event_rows(at_lower, 1)).items():
-                if found:
-                    lower_event[room_id] = found[0].event_id
+        lower_event = await self._last_events_at(req, at_lower)
         wanted = {e for e in start_event.values() if e}
         wanted |= set(end_event.values()) | set(lower_event.values())
         groups = await self.stores.state.get_state_groups_for_events(wanted)
@@ -414,6 +441,41 @@ class RoomsBuilder:
                 wanted_members.update(heroes.get(room_id, ()))
                 state = lazy_load_members(state, wanted_members)
             plan.state_ids = state
+
+    async def _last_events_at(
+        self, req: SyncRequest, at_lower: Mapping[str, tuple[int | None, int]]
+    ) -> dict[str, str]:
+        """room -> the last event the client knows at each plan's ``lower``.
+
+        A lower bound equal to since's minimum stands for the whole since
+        token: with a vector token the last event it covers may be above the
+        minimum (its writer was ahead), so a few rows below since's maximum
+        are read and the newest covered one is taken.
+        """
+        found_ids: dict[str, str] = {}
+        if not at_lower:
+            return found_ids
+        since = req.since.events if req.since is not None else None
+        exact = {
+            room_id: (None, since.max_position)
+            for room_id, (_, lower) in at_lower.items()
+            if since is not None and since.instance_positions and lower == since.stream
+        }
+        if exact:
+            rows = await self.stream.get_room_event_rows(exact, _COVERED_PROBE)
+            assert since is not None
+            for room_id, room_rows in rows.items():
+                covered = [
+                    r for r in room_rows if since.includes(r.stream_ordering, r.instance_name)
+                ]
+                if covered:
+                    found_ids[room_id] = covered[0].event_id
+        rest = {r: rng for r, rng in at_lower.items() if r not in found_ids}
+        if rest:
+            for room_id, found in (await self.stream.get_room_event_rows(rest, 1)).items():
+                if found:
+                    found_ids[room_id] = found[0].event_id
+        return found_ids
 
     # -- writing ----------------------------------------------------------------------
     async def _write_entries(
@@ -504,6 +566,14 @@ class RoomsBuilder:
 
 def _full_join(plan: RoomPlan) -> bool:
     return plan.kind == "join" and plan.full
+
+
+def _includes(token: RoomStreamToken, stream_ordering: int, instances: Mapping[int, str]) -> bool:
+    """``token.includes`` for an ordering whose writer is in ``instances`` when it matters."""
+    if not token.is_ambiguous(stream_ordering):
+        return stream_ordering <= token.stream
+    instance = instances.get(stream_ordering)
+    return instance is not None and token.includes(stream_ordering, instance)
 
 
 def _covered(

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 from twisted.internet import reactor, task
 
+from atrium.handlers.typing import TypingHandler
 from atrium.replication.bus import BusConnection
 from atrium.replication.client import ReplicationHttpClient, StreamFetcher
 from atrium.replication.command_handler import ReplicationCommandHandler
@@ -66,6 +67,7 @@ class Process:
     handler: ReplicationCommandHandler
     connection: BusConnection
     stores: Any
+    typing: TypingHandler
     log: list[tuple[Any, ...]]
     notify_hooks: list[Any]
 
@@ -121,6 +123,8 @@ async def make_process(
         p.stores = await build_stores(db, p.invalidator)
         p.stores.register_caches(p.registry)
     stream_classes = [*STREAMS.values(), *extra_streams]
+    # A reader's copy of the typing writer's in-memory state (see TypingStream.apply_rows).
+    p.typing = TypingHandler(p.clock, _never_joined, p_publish(p))
     p.streams = {cls.NAME: cls(p) for cls in stream_classes}
     p.data_handler = ReplicationDataHandler(p.streams, p.registry.invalidate, RecordingNotifier(p))
     p.publisher = StreamPublisher(p.data_handler, instance_name)
@@ -142,6 +146,14 @@ async def make_process(
     # What the HTTP endpoints of a HomeServer read.
     p.config = config  # type: ignore[attr-defined]
     return p
+
+
+async def _never_joined(user_id: str, room_id: str) -> bool:
+    return False
+
+
+def p_publish(p: Process) -> Any:
+    return lambda *args: p.publisher.publish(*args)
 
 
 async def settle(*processes: Process, timeout: float = 10.0) -> None:

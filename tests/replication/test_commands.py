@@ -25,6 +25,7 @@ from atrium.replication.commands import (
 EXAMPLES = [
     (NameCommand("event_writer1"), "NAME event_writer1"),
     (PingCommand(1700000000123), "PING 1700000000123"),
+    (PingCommand(1700000000123, "sync1"), "PING 1700000000123 sync1"),
     (ReplicateCommand(), "REPLICATE"),
     (PositionCommand("events", "master", 10, 12), "POSITION events master 10 12"),
     (PositionCommand("events", "master", -5, -3), "POSITION events master -5 -3"),
@@ -84,6 +85,8 @@ def test_error_message_is_collapsed_to_one_line():
         "RDATA events master 5 not json",
         "PING",
         "PING soon",
+        "PING 5 sync1 extra",
+        "PING 5  sync1",
         "REPLICATE events",
         "USER_SYNC sync1 @a:hs maybe 5",
         "USER_SYNC sync1 @a:hs start",

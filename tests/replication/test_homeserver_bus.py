@@ -200,6 +200,8 @@ async def test_missed_typing_rows_are_fetched_from_the_writer_over_http(db_kind,
                 what="the missed typing row",
             )
             assert reader.data_handler.get_position("typing", "master") == hs.typing.current_token()
+            # The reader's copy of the typing state is the writer's.
+            assert reader.typing.typing_users(room_id) == [alice.user_id]
         finally:
             await reader.stop()
             reader_db.close()

@@ -58,7 +58,8 @@ def register_servlets(hs: Any, router: Router) -> None:
         await handler.remove_tag(requester.user_id, user_id, room_id, tag)
         return 200, {}
 
-    write, read = "client_write", "client_read"
+    # The account_data stream is written by the master.
+    write, read = "client_master", "client_read"
     user = "/user/{user_id}"
     router.register("PUT", client_paths(user + "/account_data/{data_type}"), put_global, write)
     router.register("GET", client_paths(user + "/account_data/{data_type}"), get_global, read)

@@ -52,7 +52,8 @@ def register_servlets(hs: Any, router: Router) -> None:
         await hs.receipts.client_read_markers(requester.user_id, room_id, body)
         return 200, {}
 
-    group = "client_write"
+    # Typing, receipts and read markers write streams only the master writes.
+    group = "client_master"
     router.register("PUT", client_paths("/rooms/{room_id}/typing/{user_id}"), set_typing, group)
     router.register(
         "POST",

@@ -45,7 +45,7 @@ def register_servlets(hs: Any, router: Router) -> None:
             raise NotFound("No such filter")
         return 200, filter_json
 
-    router.register("POST", client_paths("/user/{user_id}/filter"), create_filter, "client_write")
+    router.register("POST", client_paths("/user/{user_id}/filter"), create_filter, "client_master")
     router.register(
         "GET", client_paths("/user/{user_id}/filter/{filter_id}"), get_filter, "client_read"
     )

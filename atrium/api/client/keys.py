@@ -78,17 +78,23 @@ def register_servlets(hs: Any, router: Router) -> None:
         await auth.get_requester(request)
         raise NotFound("No current backup version")
 
-    router.register("POST", client_paths("/keys/upload"), upload_keys, group="keys")
+    router.register("POST", client_paths("/keys/upload"), upload_keys, group="client_master")
     router.register("GET", client_paths("/room_keys/version"), key_backup_version, group="keys")
     router.register("POST", client_paths("/keys/query"), query_keys, group="keys")
-    router.register("POST", client_paths("/keys/claim"), claim_keys, group="keys")
+    router.register("POST", client_paths("/keys/claim"), claim_keys, group="client_master")
     router.register("GET", client_paths("/keys/changes"), key_changes, group="keys")
     router.register(
-        "POST", client_paths("/keys/device_signing/upload"), upload_signing_keys, group="keys"
+        "POST",
+        client_paths("/keys/device_signing/upload"),
+        upload_signing_keys,
+        group="client_master",
     )
     router.register(
-        "POST", client_paths("/keys/signatures/upload"), upload_signatures, group="keys"
+        "POST", client_paths("/keys/signatures/upload"), upload_signatures, group="client_master"
     )
     router.register(
-        "PUT", client_paths("/sendToDevice/{event_type}/{txn_id}"), send_to_device, group="keys"
+        "PUT",
+        client_paths("/sendToDevice/{event_type}/{txn_id}"),
+        send_to_device,
+        group="client_master",
     )

@@ -26,4 +26,4 @@ def register_servlets(hs: Any, router: Router) -> None:
 
     path = client_paths("/presence/{user_id}/status")
     router.register("GET", path, get_status, "client_read")
-    router.register("PUT", path, put_status, "client_write")
+    router.register("PUT", path, put_status, "client_master")

@@ -41,5 +41,5 @@ def register_servlets(hs: Any, router: Router) -> None:
     router.register("GET", client_paths("/profile/{user_id}"), get_profile, "client_read")
     field = client_paths("/profile/{user_id}/{field}")
     router.register("GET", field, get_field, "client_read")
-    router.register("PUT", field, put_field, "client_write")
-    router.register("DELETE", field, delete_field, "client_write")
+    router.register("PUT", field, put_field, "client_master")
+    router.register("DELETE", field, delete_field, "client_master")

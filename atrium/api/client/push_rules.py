@@ -77,7 +77,8 @@ def register_servlets(hs: Any, router: Router) -> None:
         put_attr.__name__ = f"put_push_rule_{attr}"
         return get_attr, put_attr
 
-    write, read = "client_write", "client_read"
+    # Push rules live in the account_data stream, written by the master.
+    write, read = "client_master", "client_read"
     router.register("GET", client_paths("/pushrules/"), get_all, read)
     router.register("GET", client_paths("/pushrules"), get_all, read)
     router.register("GET", client_paths("/pushrules/{scope}/"), get_scope, read)

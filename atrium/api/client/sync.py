@@ -20,6 +20,8 @@ MAX_TIMEOUT_MS = 10 * 60 * 1000
 def register_servlets(hs: Any, router: Router) -> None:
     auth = hs.auth
     handler = hs.sync_handler
+    # Reports who is syncing here to the master's presence (atrium/workers/user_sync.py).
+    user_sync = hs.user_sync
 
     async def sync(request: Request) -> tuple[int, Any]:
         requester = await auth.get_requester(request)
@@ -27,17 +29,24 @@ def register_servlets(hs: Any, router: Router) -> None:
         since = _parse_since(since_text) if since_text else None
         timeout_ms = query_int(request, "timeout", default=0, minimum=0, maximum=MAX_TIMEOUT_MS)
         full_state = query_bool(request, "full_state")
-        # Accepted and checked; presence is kept by its own domain.
-        query_string(request, "set_presence", allowed=SET_PRESENCE_VALUES)
+        # Spec: set_presence=offline syncs without marking the user online.
+        set_presence = query_string(request, "set_presence", allowed=SET_PRESENCE_VALUES)
         sync_filter = await handler.get_filter(requester.user_id, query_string(request, "filter"))
-        body = await handler.wait_for_sync(
-            requester.user_id,
-            requester.device_id,
-            since=since,
-            timeout_ms=timeout_ms or 0,
-            sync_filter=sync_filter,
-            full_state=full_state,
-        )
+        affects_presence = set_presence != "offline"
+        if affects_presence:
+            await user_sync.sync_started(requester.user_id)
+        try:
+            body = await handler.wait_for_sync(
+                requester.user_id,
+                requester.device_id,
+                since=since,
+                timeout_ms=timeout_ms or 0,
+                sync_filter=sync_filter,
+                full_state=full_state,
+            )
+        finally:
+            if affects_presence:
+                user_sync.sync_stopped(requester.user_id)
         return 200, body
 
     router.register("GET", client_paths("/sync"), sync, "sync")

@@ -78,6 +78,15 @@ class Stream(abc.ABC):
         streams not kept in the database (their positions come from the writers)."""
         return None
 
+    def apply_rows(self, instance_name: str, token: int, rows: Iterable[StreamRow]) -> None:
+        """Update in-memory state kept from this stream's rows (before ``effects``).
+
+        For streams whose data lives only in memory (typing): a process that
+        does not write the stream keeps its copy of the writer's state here.
+        Called for every update, this process's own included.
+        """
+        return None
+
     async def effects(self, rows: Iterable[StreamRow]) -> Effects:
         """Cache invalidations and notifier targets for a batch of rows."""
         return Effects()

@@ -39,6 +39,13 @@ class TypingStream(Stream):
     ) -> StreamUpdates:
         return self.hs.typing.get_updates(from_token, to_token, limit)
 
+    def apply_rows(self, instance_name: str, token: int, rows: Iterable[StreamRow]) -> None:
+        # Processes other than the writer keep a copy of each room's set.
+        if instance_name != self.hs.instance_name:
+            for row in rows:
+                assert isinstance(row, TypingStreamRow)
+                self.hs.typing.apply_replicated(token, row.room_id, row.user_ids)
+
     async def effects(self, rows: Iterable[StreamRow]) -> Effects:
         rooms = set()
         for row in rows:

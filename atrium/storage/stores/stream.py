@@ -15,6 +15,15 @@ same question for every room of a user (hundreds of them):
 - ``get_local_membership_changes`` / ``get_membership_history``: a local
   user's membership changes, from ``local_current_membership`` (kept after
   the server leaves a room) and ``room_memberships``.
+
+Bounds may be ``RoomStreamToken``s. With several events writers a token is
+a vector (each writer's own position), and "in (since, now]" is exact only
+per writer: an event of writer W is in iff ``since.position_of(W) <
+stream_ordering <= now.position_of(W)``. Queries then read the covering
+range (since's minimum, now's maximum] and keep the rows the tokens include
+(each row carries its ``instance_name``). ``get_instances_for_orderings``
+answers "which writer persisted this ordering" for callers that only hold
+orderings (the joined-rooms cache).
 - ``get_state_for_groups``: the full state of many state groups in ONE
   statement (the recursive chain walk of ``StateGroupStore``, partitioned by
   the starting group). Groups never change, so results go into the state
@@ -35,7 +44,8 @@ import attrs
 from atrium.storage.database import DatabasePool, Transaction
 from atrium.storage.stores.roommember import RoomsForUser
 from atrium.storage.stores.state import StateGroupStore, StateMap, freeze_state
-from atrium.util.caches import cached, cached_list
+from atrium.sync.token import RoomStreamToken
+from atrium.util.caches import LruCache, cached, cached_list
 from atrium.util.caches.deferred_cache import MISSING
 
 # Lower than any stream ordering (backfilled events are negative).
@@ -83,6 +93,30 @@ class EventRow(NamedTuple):
     instance_name: str
 
 
+class MembershipEntry(NamedTuple):
+    """One membership event of a user in a room (``get_membership_history``)."""
+
+    membership: str
+    stream_ordering: int
+    instance_name: str
+
+
+Bound = int | RoomStreamToken
+
+
+def _token(bound: Bound) -> RoomStreamToken:
+    return bound if isinstance(bound, RoomStreamToken) else RoomStreamToken(bound)
+
+
+def in_range(
+    lower: RoomStreamToken | None, upper: RoomStreamToken, stream_ordering: int, instance: str
+) -> bool:
+    """Whether an event is in (lower, upper], exactly (per writer for vector tokens)."""
+    if not upper.includes(stream_ordering, instance):
+        return False
+    return lower is None or not lower.includes(stream_ordering, instance)
+
+
 @attrs.frozen(slots=True)
 class RoomSummaryData:
     """Member counts and the first members by stream ordering (for m.heroes)."""
@@ -113,6 +147,32 @@ class StreamStore:
     def __init__(self, db: DatabasePool, state: StateGroupStore) -> None:
         self.db = db
         self.state = state
+        # stream_ordering -> instance_name: an ordering never changes writer.
+        self._instances: LruCache[int, str] = LruCache(50_000, "event_instance_by_ordering")
+
+    async def get_instances_for_orderings(self, orderings: Collection[int]) -> dict[int, str]:
+        """The writer (``instance_name``) of the events at these stream orderings."""
+        result: dict[int, str] = {}
+        missing = []
+        for ordering in set(orderings):
+            instance = self._instances.get(ordering)
+            if instance is None:
+                missing.append(ordering)
+            else:
+                result[ordering] = instance
+        if missing:
+            rows = await self.db.run_interaction(
+                "get_instances_for_orderings",
+                lambda txn: txn.select_many(
+                    "SELECT stream_ordering, instance_name FROM events WHERE {in}",
+                    "stream_ordering",
+                    missing,
+                ),
+            )
+            for ordering, instance in rows:
+                self._instances.set(int(ordering), instance)
+                result[int(ordering)] = instance
+        return result
 
     # -- timelines -------------------------------------------------------------------
     async def get_room_event_rows(
@@ -191,51 +251,57 @@ class StreamStore:
 
     # -- memberships ------------------------------------------------------------------
     async def get_local_membership_changes(
-        self, user_id: str, lower: int | None, upper: int
+        self, user_id: str, lower: Bound | None, upper: Bound
     ) -> list[RoomsForUser]:
         """A local user's latest membership of each room, where it changed in (lower, upper].
 
         From local_current_membership, so rooms this server has left are
         included; each room once (its latest membership), oldest first.
         """
+        low = None if lower is None else _token(lower)
+        high = _token(upper)
 
         def txn_fn(txn: Transaction) -> list[tuple[Any, ...]]:
             return txn.select_all(
                 "SELECT l.room_id, m.sender, l.membership, l.event_id,"
-                " l.event_stream_ordering, r.room_version"
+                " l.event_stream_ordering, r.room_version, e.instance_name"
                 " FROM local_current_membership AS l"
                 " JOIN room_memberships AS m ON m.event_id = l.event_id"
                 " JOIN rooms AS r ON r.room_id = l.room_id"
+                " JOIN events AS e ON e.event_id = l.event_id"
                 " WHERE l.user_id = ? AND l.event_stream_ordering > ?"
                 " AND l.event_stream_ordering <= ?"
                 " ORDER BY l.event_stream_ordering",
-                (user_id, MIN_POSITION if lower is None else lower, upper),
+                (user_id, MIN_POSITION if low is None else low.stream, high.max_position),
             )
 
         rows = await self.db.run_interaction("get_local_membership_changes", txn_fn)
-        return [RoomsForUser(*row) for row in rows]
+        return [RoomsForUser(*row[:6]) for row in rows if in_range(low, high, int(row[4]), row[6])]
 
     async def get_membership_history(
-        self, user_id: str, room_ids: Collection[str], upper: int
-    ) -> dict[str, list[tuple[str, int]]]:
-        """room -> the user's (membership, stream_ordering) up to ``upper``, oldest first."""
+        self, user_id: str, room_ids: Collection[str], upper: Bound
+    ) -> dict[str, list[MembershipEntry]]:
+        """room -> the user's memberships up to ``upper`` (exactly), oldest first."""
         if not room_ids:
             return {}
+        high = _token(upper)
         rows = await self.db.run_interaction(
             "get_membership_history",
             lambda txn: txn.select_many(
-                "SELECT room_id, membership, event_stream_ordering FROM room_memberships"
-                " WHERE {in} AND user_id = ? AND event_stream_ordering <= ?",
-                "room_id",
+                "SELECT m.room_id, m.membership, m.event_stream_ordering, e.instance_name"
+                " FROM room_memberships AS m JOIN events AS e ON e.event_id = m.event_id"
+                " WHERE {in} AND m.user_id = ? AND m.event_stream_ordering <= ?",
+                "m.room_id",
                 set(room_ids),
-                (user_id, upper),
+                (user_id, high.max_position),
             ),
         )
-        history: dict[str, list[tuple[str, int]]] = {room_id: [] for room_id in room_ids}
-        for room_id, membership, ordering in rows:
-            history[room_id].append((membership, int(ordering)))
+        history: dict[str, list[MembershipEntry]] = {room_id: [] for room_id in room_ids}
+        for room_id, membership, ordering, instance in rows:
+            if high.includes(int(ordering), instance):
+                history[room_id].append(MembershipEntry(membership, int(ordering), instance))
         for entries in history.values():
-            entries.sort(key=lambda e: e[1])
+            entries.sort(key=lambda e: e.stream_ordering)
         return history
 
     # -- state -------------------------------------------------------------------------

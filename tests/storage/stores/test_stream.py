@@ -172,5 +172,8 @@ async def test_local_membership_changes_and_history(db):
     assert await stream.get_local_membership_changes(BOB, so(leave), so(leave)) == []
     assert await stream.get_local_membership_changes(BOB, None, so(leave) - 1) == []
     history = await stream.get_membership_history(BOB, [room.room_id, "!x:example.org"], so(join))
-    assert history[room.room_id] == [("invite", so(invite)), ("join", so(join))]
+    assert [(e.membership, e.stream_ordering) for e in history[room.room_id]] == [
+        ("invite", so(invite)),
+        ("join", so(join)),
+    ]
     assert history["!x:example.org"] == []
