@@ -23,7 +23,9 @@ async def test_message_and_login_limits(tmp_path):
         room_id = (await alice.post(f"{V3}/createRoom", {})).json["room_id"]  # uses 1 of 3
         codes = []
         for i in range(4):
-            resp = await alice.put(f"{V3}/rooms/{q(room_id)}/send/m.room.message/t{i}", {"body": str(i)})
+            resp = await alice.put(
+                f"{V3}/rooms/{q(room_id)}/send/m.room.message/t{i}", {"body": str(i)}
+            )
             codes.append(resp.code)
         assert codes[:2] == [200, 200]
         assert codes[2:] == [429, 429]
