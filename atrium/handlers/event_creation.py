@@ -204,6 +204,22 @@ class EventCreationHandler:
         draft = _draft(event_dict, room_version)
         auth_ids = [state[key] for key in auth_types_for_event(room_version, draft) if key in state]
 
+        unsigned = None
+        state_key = event_dict.get("state_key")
+        replaced = (
+            state.get((event_dict["type"], state_key)) if isinstance(state_key, str) else None
+        )
+        if replaced is not None:
+            # What the event replaces, for clients (spec: unsigned.prev_content).
+            previous = prev_events.get(replaced) or await events_store.get_event(
+                replaced, allow_none=True
+            )
+            if previous is not None:
+                unsigned = {
+                    "replaces_state": replaced,
+                    "prev_content": previous.content,
+                    "prev_sender": previous.sender,
+                }
         try:
             event = build_event(
                 room_version=room_version,
@@ -217,6 +233,7 @@ class EventCreationHandler:
                 auth_event_ids=auth_ids,
                 depth=depth,
                 origin_server_ts=self.clock.time_msec(),
+                unsigned=unsigned,
                 server_name=self.server_name,
                 signing_key=self.signing_key,
             )

@@ -160,3 +160,19 @@ async def test_concurrent_joins_and_sends_in_one_room_stay_linear(server):
     assert [r.code for r in sends] == [200] * 15
     assert len(await hs.stores.events.get_latest_event_ids_in_room(room_id)) == 1
     assert len(await hs.stores.members.get_users_in_room(room_id)) == 16
+
+
+@pytest_twisted.ensureDeferred
+async def test_state_events_carry_prev_content_for_clients(server):
+    hs, anon = server
+    alice = await anon.register("pc")
+    room_id = (await alice.post(f"{V3}/createRoom", {"name": "one"})).json["room_id"]
+    second = await alice.put(f"{V3}/rooms/{q(room_id)}/state/m.room.name", {"name": "two"})
+    served = await alice.get(f"{V3}/rooms/{q(room_id)}/event/{q(second.json['event_id'])}")
+    assert served.json["unsigned"]["prev_content"] == {"name": "one"}
+    assert served.json["unsigned"]["replaces_state"]
+    event = await hs.stores.events.get_event(second.json["event_id"])
+    assert (
+        "unsigned" not in event.get_pdu_json()
+        or "prev_content" not in event.get_pdu_json()["unsigned"]
+    )
