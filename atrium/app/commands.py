@@ -72,6 +72,9 @@ def run_server(config: HomeServerConfig) -> int:
             state["rc"] = 1
             reactor.stop()
             return
+        # SIGTERM / SIGINT stop the reactor: stop the services first, so a
+        # worker says goodbye on the bus (CLEAR_USER_SYNC) and flushes what it queued.
+        reactor.addSystemEventTrigger("before", "shutdown", lambda: defer.ensureDeferred(stop()))
         url = config.baseurl()
         print(f"atrium: {config.instance_name} serving {config.server_name} at {url}", flush=True)
         if not config.is_worker:
@@ -80,6 +83,12 @@ def run_server(config: HomeServerConfig) -> int:
                 " --user NAME --password PASSWORD",
                 flush=True,
             )
+
+    async def stop() -> None:
+        try:
+            await hs.stop()
+        except Exception:
+            log.exception("clean shutdown failed")
 
     reactor.callWhenRunning(lambda: defer.ensureDeferred(start()))
     reactor.run()

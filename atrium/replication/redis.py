@@ -147,6 +147,8 @@ class RedisBus(BusConnection):
         self._subscriber = _Link(self, "subscribe")
         self._started = False
         self.dropped_messages = 0
+        # PUBLISHes not yet acknowledged by Redis (stop() lets them finish).
+        self._unacked: set[defer.Deferred[Any]] = set()
 
     def _endpoint(self) -> Any:
         parsed = urlparse(self.url)
@@ -201,6 +203,14 @@ class RedisBus(BusConnection):
             self.listener.on_connected(reconnect=True)
 
     async def stop(self) -> None:
+        if self._unacked:
+            # The last messages (a CLEAR_USER_SYNC...) reach Redis before we hang up.
+            pending = defer.DeferredList(list(self._unacked), consumeErrors=True)
+            pending.addTimeout(2.0, self.reactor)
+            try:
+                await pending
+            except defer.TimeoutError:
+                logger.warning("Redis did not acknowledge the last messages")
         self.stopping = True
         self._started = False
         factories, self._factories = self._factories, []
@@ -229,3 +239,9 @@ class RedisBus(BusConnection):
         text = "\n".join(c.to_line() for c in commands)
         d = protocol.publish(self.channel, text)
         d.addErrback(lambda f: logger.warning("Redis PUBLISH failed: %s", f.getErrorMessage()))
+        self._unacked.add(d)
+        d.addBoth(self._acked, d)
+
+    def _acked(self, result: Any, d: defer.Deferred[Any]) -> Any:
+        self._unacked.discard(d)
+        return result

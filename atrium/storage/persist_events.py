@@ -447,6 +447,9 @@ class PersistEventStore:
         stream_rows: list[tuple[Any, ...]] = []
         local_rows: list[tuple[str, str, str, str, int]] = []
         changed_members: dict[str, list[str]] = {}
+        # (room, user) whose new member event is in this batch (not an outlier):
+        # that event's events-stream row drops the user's room list everywhere.
+        carried: set[tuple[str, str]] = set()
         for room_id, delta in deltas.items():
             keys = set(delta.to_delete) | set(delta.to_insert)
             old: dict[StateKey, str] = {}
@@ -481,6 +484,9 @@ class PersistEventStore:
                         event = batch_events.get(event_id)
                         membership = event.membership if event is not None else None
                     members.append(key[1])
+                    in_batch = batch_events.get(event_id)
+                    if in_batch is not None and not in_batch.internal_metadata.outlier:
+                        carried.add((room_id, key[1]))
                     if membership is not None and self.is_mine(key[1]):
                         local_rows.append((key[1], room_id, event_id, membership, ordering))
                 insert_rows.append((room_id, key[0], key[1], event_id, membership))
@@ -510,7 +516,7 @@ class PersistEventStore:
         )
         if local_rows:
             self._set_local_memberships_txn(txn, local_rows)
-        txn.call_after(self._invalidate_current_state, changed_members)
+        txn.call_after(self._invalidate_current_state, changed_members, carried)
 
     def _set_local_memberships_txn(
         self, txn: Transaction, rows: Sequence[tuple[str, str, str, str, int]]
@@ -542,17 +548,31 @@ class PersistEventStore:
                 [(u, room_id) for u in users],
             )
 
-    def _invalidate_current_state(self, changed_members: Mapping[str, Sequence[str]]) -> None:
+    def _invalidate_current_state(
+        self,
+        changed_members: Mapping[str, Sequence[str]],
+        carried: Collection[tuple[str, str]] = (),
+    ) -> None:
         invalidate = self.invalidator.invalidate
         for room_id, members in changed_members.items():
             invalidate("get_current_state_ids", [(room_id,)])
             if members:
                 invalidate("get_users_in_room", [(room_id,)])
                 invalidate("get_membership_counts", [(room_id,)])
-                invalidate(
-                    "get_rooms_for_user_with_stream_ordering",
-                    [(u,) for u in dict.fromkeys(members)],
-                )
+                users = list(dict.fromkeys(members))
+                # A user whose member event is in the batch: every process drops
+                # their room list when it applies that event's events-stream row,
+                # just before waking their /sync (so here, locally, only). The
+                # others (state resolution picked an older member event) have no
+                # row of their own: they go in a caches-stream row.
+                own = [(u,) for u in users if (room_id, u) in carried]
+                others = [(u,) for u in users if (room_id, u) not in carried]
+                if own:
+                    self.invalidator.invalidate_local(
+                        "get_rooms_for_user_with_stream_ordering", own
+                    )
+                if others:
+                    invalidate("get_rooms_for_user_with_stream_ordering", others)
 
     def _store_txn_ids_txn(self, txn: Transaction, batch: _Batch) -> None:
         rows = []

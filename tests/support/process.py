@@ -43,9 +43,21 @@ class AtriumProcess:
     def start(
         self, timeout: float = 60.0, ready_path: str = "/_matrix/client/versions"
     ) -> AtriumProcess:
+        self.launch()
+        return self.wait_ready(timeout, ready_path)
+
+    def launch(self) -> AtriumProcess:
+        """Start the process without waiting (see ``wait_ready``)."""
         log = open(self.log_path, "ab")
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT, env=env)
+        return self
+
+    def wait_ready(
+        self, timeout: float = 60.0, ready_path: str = "/_matrix/client/versions"
+    ) -> AtriumProcess:
+        """Poll ``ready_path`` until it answers below 500 (or the process dies)."""
+        assert self.proc is not None, "launch() first"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

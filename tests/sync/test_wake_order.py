@@ -42,6 +42,9 @@ class _NoInvalidation:
     def invalidate(self, cache_name: str, keys: Any) -> None:
         """A write on another process: nothing here is invalidated by it."""
 
+    def invalidate_local(self, cache_name: str, keys: Any) -> None:
+        """Likewise."""
+
 
 class _RecordingNotifier:
     def __init__(self, log: list[Any]) -> None:

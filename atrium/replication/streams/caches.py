@@ -209,6 +209,10 @@ class ReplicatingCacheInvalidator:
         if self.on_pending is not None:
             self.on_pending()
 
+    def invalidate_local(self, cache_name: str, keys: Collection[Key]) -> None:
+        """Here only: the other processes get this from another stream's rows."""
+        self.local.invalidate(cache_name, keys)
+
     def has_pending(self) -> bool:
         return bool(self._pending)
 

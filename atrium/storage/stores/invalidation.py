@@ -26,12 +26,24 @@ class CacheInvalidator(Protocol):
         ``keys=None`` drops every entry of that cache.
         """
 
+    def invalidate_local(self, cache_name: str, keys: Collection[Key]) -> None:
+        """Drop ``keys`` on this process only.
+
+        For changes every other process learns from a stream row that names
+        them anyway (a membership event's events-stream row drops its user's
+        room list), in the same step that wakes their readers: a caches-stream
+        row would only duplicate that, ahead of the wake-up it belongs to.
+        """
+
 
 class LocalCacheInvalidator:
     """Invalidates this process's caches through its registry."""
 
     def __init__(self, registry: CacheRegistry) -> None:
         self.registry = registry
+
+    def invalidate_local(self, cache_name: str, keys: Collection[Key]) -> None:
+        self.invalidate(cache_name, keys)
 
     def invalidate(self, cache_name: str, keys: Collection[Key] | None) -> None:
         if keys is None:
