@@ -185,7 +185,7 @@ class Deployment:
         return self
 
     def stop(self) -> None:
-        for name, proc in reversed(list(self.processes.items())):
+        for proc in reversed(list(self.processes.values())):
             proc.stop()
         if self.db_url is not None:
             drop_postgres_database(POSTGRES_URL, self.db_url)
@@ -318,7 +318,7 @@ async def collect_timeline(
     while len(seen) < expected and time.monotonic() < deadline:
         try:
             body = await sync_once(api, since, timeout_ms=2000)
-        except (aiohttp.ClientError, asyncio.TimeoutError, AssertionError):
+        except (aiohttp.ClientError, TimeoutError, AssertionError):
             if not tolerate_errors:
                 raise
             await asyncio.sleep(0.1)
