@@ -61,6 +61,7 @@ class SyncingUsers:
         # call runs needs no call at all).
         self._told: dict[str, bool] = {}
         self._running = False
+        self._stopped = False
         self._loop: Any = None
         self._settled_waiters: list[defer.Deferred[None]] = []
 
@@ -87,6 +88,9 @@ class SyncingUsers:
     # -- commands ---------------------------------------------------------------------------
     def handle(self, command: Command) -> None:
         """Replication listener for USER_SYNC, CLEAR_USER_SYNC, NAME and PING."""
+        if self._stopped:
+            # Shutting down: the database may be gone; presence is left as it is.
+            return
         if isinstance(command, UserSyncCommand):
             self._seen(command.instance_name)
             if command.is_syncing:
@@ -115,8 +119,11 @@ class SyncingUsers:
         self._loop = self.clock.looping_call(self.expire_silent, max(self.timeout / 4, 0.05))
 
     async def stop(self) -> None:
+        self._stopped = True
+        self._dirty.clear()
         if self._loop is not None and self._loop.running:
             self._loop.stop()
+        await self.settled()
 
     def expire_silent(self) -> None:
         """Clear the users of every instance not heard for ``timeout`` seconds."""
