@@ -489,6 +489,12 @@ class HomeServer:
             local = LocalEventWriter(persister, self.publisher, self.instance_name)
             endpoint = SendEventsEndpoint(local, self.stores.state, self.resolver)
             register_replication_endpoint(self, self.router, SEND_EVENTS_ENDPOINT, endpoint.handle)
+            id_gen = self.stores.events.stream_id_gen
+            if len(writers) > 1 and hasattr(id_gen, "advance_idle"):
+                from atrium.workers.idle_writer import IdleWriterAdvancer
+
+                # A quiet writer must not hold every client token's minimum back.
+                self._services.append(IdleWriterAdvancer(local, id_gen, self.clock))
         return RoutingEventSender(
             self.instance_name, writers, local, self._call_replication_endpoint
         )

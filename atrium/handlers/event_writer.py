@@ -42,14 +42,37 @@ class LocalEventWriter:
         self.persister = persister
         self.publisher = publisher
         self.instance_name = instance_name
+        # Sends between persisting and publishing, and how many ever started.
+        self._in_flight = 0
+        self._sends_started = 0
 
     async def send_events(
         self, events_and_contexts: Sequence[tuple[Event, EventContext]]
     ) -> tuple[str, int]:
-        token = await self.persister.persist_events(events_and_contexts)
-        rows = [row_for_event(event) for event, _ in events_and_contexts]
-        await self.publisher.publish("events", token, rows)
+        self._in_flight += 1
+        self._sends_started += 1
+        try:
+            token = await self.persister.persist_events(events_and_contexts)
+            rows = [row_for_event(event) for event, _ in events_and_contexts]
+            await self.publisher.publish("events", token, rows)
+        finally:
+            self._in_flight -= 1
         return self.instance_name, token
+
+    async def advance_if_idle(self, id_gen: Any) -> None:
+        """Publish an idle writer's position moved up to the shared sequence.
+
+        Only between sends: a position published while a send is between
+        persisting and publishing could overtake that send's rows.
+        ``id_gen`` is the events MultiWriterIdGenerator (see ``advance_idle``).
+        """
+        if self._in_flight:
+            return
+        started = self._sends_started
+        position = await id_gen.advance_idle()
+        if position is None or self._in_flight or self._sends_started != started:
+            return
+        await self.publisher.publish("events", position, [])
 
 
 def encode_events(events: Sequence[Event]) -> list[dict[str, Any]]:

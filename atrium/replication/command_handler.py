@@ -425,7 +425,10 @@ class ReplicationCommandHandler(BusListener):
             await dh.on_rows(stream_name, instance, token, rows)
             current = max(current, token)
         if new > current:
-            dh.set_position(stream_name, instance, new)
+            # A position without rows (an idle writer moving on) still goes
+            # through on_rows, so in-memory indexes (the sync change caches)
+            # learn that nothing up to it is missing.
+            await dh.on_rows(stream_name, instance, new, [])
         self._caught_up.add((stream_name, instance))
 
     def _requeue(self, command: PositionCommand) -> None:

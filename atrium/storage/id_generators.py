@@ -185,6 +185,9 @@ class MultiWriterIdGenerator:
         self._position = position
         self._unfinished: set[int] = set()
         self._finished: list[int] = []
+        # Allocations under way (ids not yet known here) and how many began.
+        self._allocating = 0
+        self._allocations_started = 0
 
     @classmethod
     async def create(
@@ -226,7 +229,12 @@ class MultiWriterIdGenerator:
             )
             return sorted(int(r[0]) for r in rows)
 
-        ids = await self._db.run_interaction("allocate_stream_ids", alloc_txn) if n else []
+        self._allocating += 1
+        self._allocations_started += 1
+        try:
+            ids = await self._db.run_interaction("allocate_stream_ids", alloc_txn) if n else []
+        finally:
+            self._allocating -= 1
         self._unfinished.update(ids)
         try:
             yield ids
@@ -244,3 +252,29 @@ class MultiWriterIdGenerator:
 
     def get_current_token(self) -> int:
         return self._position
+
+    async def advance_idle(self) -> int | None:
+        """Move an idle writer's position up to the sequence; the new position, or None.
+
+        A writer that persists nothing keeps its position while the others
+        move on, and every vector token's minimum stays behind with it (so
+        readers scan ever longer ranges). With nothing of its own in flight,
+        no id of this writer at or below the sequence's current value can
+        still appear: its position may move there. Gives up if an allocation
+        started meanwhile (its ids could be at or below the value read).
+        """
+        if self._unfinished or self._allocating:
+            return None
+        started = self._allocations_started
+
+        def read_txn(txn: Transaction) -> int:
+            row = txn.select_one(f"SELECT last_value FROM {self._sequence}")
+            return int(row[0]) if row else 0
+
+        value = await self._db.run_interaction("stream_sequence_value", read_txn)
+        if self._unfinished or self._allocating or self._allocations_started != started:
+            return None
+        if value <= self._position:
+            return None
+        self._position = value
+        return value

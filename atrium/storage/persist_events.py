@@ -373,8 +373,14 @@ class PersistEventStore:
             ("room_id", "event_id"),
             [(r, e) for r, extrems in batch.new_forward_extremities.items() for e in extrems],
         )
+        # Every room whose extremities changed has a timeline event in this
+        # batch, whose events-stream row drops this cache on every process:
+        # a caches-stream row (one more write and message before the events
+        # rows can go out) would only repeat it.
         txn.call_after(
-            self.invalidator.invalidate, "get_latest_event_ids_in_room", [(r,) for r in rooms]
+            self.invalidator.invalidate_local,
+            "get_latest_event_ids_in_room",
+            [(r,) for r in rooms],
         )
 
     def _update_backward_extremities_txn(self, txn: Transaction, batch: _Batch) -> None:

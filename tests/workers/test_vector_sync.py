@@ -130,3 +130,46 @@ async def test_a_since_token_ahead_of_the_sync_worker_waits_for_it(tmp_path):
         for room in answer.json.get("rooms", {}).get("join", {}).values():
             assert not set(e["event_id"] for e in room["timeline"]["events"]) & set(sent)
         assert StreamToken.parse(answer.json["next_batch"]).covers(StreamToken.parse(ahead))
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_idle_writer_keeps_up_so_tokens_stay_plain(tmp_path):
+    """Only event_writer1's rooms get messages; event_writer2 moves its position
+    up by itself, so the sync worker's token has no writer ahead of its minimum."""
+    workers = [("event_writer", 2), ("sync", 1)]
+    async with in_process_deployment(tmp_path, POSTGRES_URL, workers) as (servers, _bus):
+        anon = client_for(servers["master"])
+        alice = await anon.register("alice")
+        room_a = await _room_on(alice, "event_writer1")
+        for i in range(3):
+            await _send(alice, room_a, f"m{i}")
+        busy = servers["event_writer1"].stores.events.get_current_events_token()
+        sync1 = servers["sync1"]
+        await wait_until(
+            lambda: sync1.data_handler.get_position("events", "event_writer2") >= busy,
+            what="the idle writer's position to move up",
+        )
+        assert sync1.current_token().events.stream >= busy
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_idle_position_never_overtakes_an_allocation_in_flight(tmp_path):
+    from atrium.storage.id_generators import MultiWriterIdGenerator
+    from tests.support.db import make_database
+
+    async with make_database("postgres", tmp_path, POSTGRES_URL) as db:
+        gen = await MultiWriterIdGenerator.create(
+            db, "events_stream_seq", "events", "w1", "events", "stream_ordering"
+        )
+        other = await MultiWriterIdGenerator.create(
+            db, "events_stream_seq", "events", "w2", "events", "stream_ordering"
+        )
+        async with other.allocate(3) as ids:
+            pass
+        # w1 idle: it moves past what w2 allocated.
+        assert await gen.advance_idle() == ids[-1]
+        async with gen.allocate(1) as mine:
+            # Its own id is in flight: no move, the position stays below it.
+            assert await gen.advance_idle() is None
+            assert gen.get_current_token() < mine[0]
+        assert gen.get_current_token() == mine[0]
