@@ -220,3 +220,41 @@ async def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.
             raise AssertionError(f"condition not met within {timeout}s")
         await deferLater(reactor, interval, lambda: None)
         waited += interval
+
+
+async def raw_federation_request(
+    sender: Any,
+    destination: str,
+    method: str,
+    uri: str,
+    *,
+    content: Any = None,
+    authorization: Sequence[str] = (),
+) -> tuple[int, Any]:
+    """A request over the real TLS connection with exactly the given
+    Authorization headers (none, forged...); returns (status, JSON body)."""
+    import json
+
+    from twisted.web.client import readBody
+    from twisted.web.http_headers import Headers
+
+    from tests.support.bytes_producer import BytesProducer
+
+    client = sender.federation.client
+    target = await client.resolver.resolve(destination)
+    headers = Headers({b"Host": [target.host_header.encode()]})
+    for value in authorization:
+        headers.addRawHeader(b"Authorization", value.encode())
+    body = None
+    if content is not None:
+        headers.addRawHeader(b"Content-Type", b"application/json")
+        body = BytesProducer(json.dumps(content).encode())
+    response = await client.agent.request(
+        method.encode(), (target.base_url() + uri).encode(), headers, body
+    )
+    raw = await readBody(response)
+    return response.code, (json.loads(raw) if raw else None)
+
+
+def x_matrix(origin: str, destination: str, key: str, sig: str) -> str:
+    return f'X-Matrix origin="{origin}",destination="{destination}",key="{key}",sig="{sig}"'

@@ -127,19 +127,26 @@ async def test_backed_off_destination_is_retried_when_it_makes_a_request(joined_
     for port in b_ports:
         await port.stopListening()
         b.hs._ports.remove(port)
-    # ...and the connections A keeps open to it.
+    # ...and the connections A still has open to it.
+    from twisted.internet import reactor, tcp
+
+    for selectable in list(reactor.getReaders()):
+        if isinstance(selectable, tcp.Server) and selectable.server in b_ports:
+            selectable.abortConnection()
     await a.hs.federation.client.close()
     sent = await alice.put(
         f"{CLIENT_V3}/rooms/{q(room_id)}/send/m.room.message/t9",
         {"msgtype": "m.text", "body": "while B was away"},
     )
     assert sent.code == 200
-    queue = a.hs.federation.sender.queue_for(b.name)
+    sender = a.hs.federation.sender
 
     async def backing_off():
+        queue = sender.queue_for(b.name)
         return queue is not None and queue.backing_off
 
     await wait_until(backing_off)
+    queue = sender.queue_for(b.name)
     assert await a.hs.federation.store.get_destination_retry(b.name) is not None
 
     # B comes back and talks to A: A stops backing off and delivers at once
