@@ -29,6 +29,7 @@ from signedjson.types import SigningKey
 from atrium.crypto.event_signing import (
     SignatureVerifyError,
     required_signature_servers,
+    sign_json_object,
     verify_event_signature,
 )
 from atrium.crypto.keys import (
@@ -241,7 +242,6 @@ class Keyring:
     async def _store(self, server_name: str, from_server: str, data: Any) -> None:
         now = self.clock.time_msec()
         parsed = parse_server_keys(data, server_name, now)
-        capped = min(parsed.valid_until_ts, now + 7 * 24 * 3600 * 1000)
         await self.store.store_server_keys(
             server_name,
             from_server,
@@ -253,7 +253,6 @@ class Keyring:
                 for k in parsed.keys
             ],
         )
-        logger.debug("Stored %d keys of %s (valid until %d)", len(parsed.keys), server_name, capped)
 
     # -- acting as a notary -----------------------------------------------------------------
     async def notary_responses(
@@ -276,6 +275,4 @@ class Keyring:
             # Spec: an empty list when the server cannot be reached and
             # nothing is cached.
             return []
-        from atrium.crypto.event_signing import sign_json_object
-
         return [sign_json_object(dict(stored[0]), self.server_name, self.signing_key)]

@@ -60,6 +60,8 @@ async def federating_server(
     fed_port: int | None = None,
     federation_options: dict[str, Any] | None = None,
     start: bool = True,
+    replication_bus: Any = None,
+    overrides: dict[str, Any] | None = None,
 ) -> AsyncIterator[FedServer]:
     """A running Atrium with federation enabled (TLS on ``fed_port``)."""
     from twisted.internet import reactor
@@ -87,10 +89,13 @@ async def federating_server(
     )
     data = yaml.safe_load(config_path.read_text())
     data.setdefault("rate_limits", {})["enabled"] = False
+    data.update(overrides or {})
     config_path.write_text(yaml.safe_dump(data))
     hs = HomeServer(load_config([str(config_path)]), reactor)
     if federation_options:
         hs.federation_options = federation_options
+    if replication_bus is not None:
+        hs.replication_bus = replication_bus
     try:
         await hs.setup()
         if start:
