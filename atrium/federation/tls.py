@@ -18,6 +18,7 @@ import ipaddress
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 from OpenSSL import SSL
 from twisted.internet import ssl
@@ -125,7 +126,7 @@ class ClientTLSPolicy:
 
     def __init__(self, verify: bool = True, ca_file: Path | None = None) -> None:
         self.verify = verify
-        self._trust_root: ssl.IOpenSSLTrustRoot | None
+        self._trust_root: Any
         if not verify:
             self._trust_root = None
         elif ca_file is not None:

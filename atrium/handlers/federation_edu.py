@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeGuard
 
 from atrium.events.validation import is_valid_room_id, is_valid_user_id
 from atrium.replication.streams.receipts import row_for_receipt
@@ -57,7 +57,7 @@ class FederationEduHandler:
         except Exception:
             logger.exception("Handling %s EDU from %s failed", edu_type, origin)
 
-    def _is_from(self, origin: str, user_id: Any) -> bool:
+    def _is_from(self, origin: str, user_id: Any) -> TypeGuard[str]:
         return isinstance(user_id, str) and is_valid_user_id(user_id) and _domain(user_id) == origin
 
     async def _joined(self, user_id: str, room_id: Any) -> bool:
@@ -69,7 +69,8 @@ class FederationEduHandler:
 
     # -- typing -------------------------------------------------------------------------------
     async def _on_typing(self, origin: str, content: dict[str, Any]) -> None:
-        user_id, room_id = content.get("user_id"), content.get("room_id")
+        user_id: Any = content.get("user_id")
+        room_id: Any = content.get("room_id")
         if not self._is_from(origin, user_id) or not await self._joined(user_id, room_id):
             return
         if content.get("typing") is True:

@@ -188,16 +188,17 @@ class FederationReadHandler:
         seen: set[str] = set()
         heap: list[tuple[int, str]] = []
         start = await self.stores.events.get_events(list(from_ids))
-        for event in start.values():
-            if event.room_id == room_id:
-                heapq.heappush(heap, (-event.depth, event.event_id))
-                seen.add(event.event_id)
+        for first in start.values():
+            if first.room_id == room_id:
+                heapq.heappush(heap, (-first.depth, first.event_id))
+                seen.add(first.event_id)
         pending = dict(start)
         while heap and len(found) < limit:
             _, event_id = heapq.heappop(heap)
-            event = pending.pop(event_id, None)
+            event = pending.get(event_id)
             if event is None:
                 continue
+            del pending[event_id]
             found.append(event)
             prevs = [p for p in event.prev_event_ids() if p not in seen]
             seen.update(prevs)
