@@ -181,3 +181,39 @@ async def test_keys_served_fetched_cached_and_notarised(db_kind, tmp_path):
                 a.name, "/_matrix/key/v2/query/unreachable.invalid", sign=False
             )
             assert nobody == {"server_keys": []}
+
+
+@pytest_twisted.ensureDeferred
+async def test_keys_of_an_unreachable_server_come_from_a_trusted_notary(tmp_path):
+    from tests.federation.support import free_port
+
+    async with federating_server(tmp_path, "notary") as notary:
+        # A server that is down now, whose keys the notary fetched earlier.
+        gone_name = f"localhost:{free_port()}"
+        gone_key = generate_signing_key("g1")
+        now = notary.hs.clock.time_msec()
+        response = build_server_keys(gone_name, gone_key, now)
+        parsed = parse_server_keys(copy.deepcopy(response), gone_name, now)
+        await notary.hs.federation.store.store_server_keys(
+            gone_name,
+            gone_name,
+            now,
+            parsed.valid_until_ts,
+            parsed.response,
+            [StoredKey(k.key_id, k.key_base64, k.valid_until_ts, None, now) for k in parsed.keys],
+        )
+        async with federating_server(
+            tmp_path, "a", federation={"trusted_key_servers": [notary.name]}
+        ) as a:
+            keys = await a.hs.federation.keyring.get_event_keys(gone_name, ["ed25519:g1"], None)
+            assert keys["ed25519:g1"].encode() == get_verify_key(gone_key).encode()
+            stored = await a.hs.federation.store.get_key_response(gone_name)
+            assert stored is not None
+            # Only the server's own signature is kept from a relayed answer.
+            assert set(stored[0]["signatures"]) == {gone_name}
+
+        # A notary cannot vouch for keys the server did not sign itself.
+        forged = build_server_keys(gone_name, generate_signing_key("g1"), now)
+        forged["verify_keys"] = response["verify_keys"]
+        with pytest.raises(KeyResponseError):
+            parse_server_keys(forged, gone_name, now)
