@@ -16,6 +16,7 @@ from twisted.internet.interfaces import IListeningPort
 from atrium.app.routes import groups_for_app
 from atrium.config.homeserver import HomeServerConfig
 from atrium.crypto.keys import read_signing_key_file
+from atrium.handlers.admin import AdminHandler
 from atrium.handlers.auth import AuthHandler
 from atrium.handlers.cross_signing import CrossSigningHandler
 from atrium.handlers.devices import DeviceHandler
@@ -458,7 +459,18 @@ class HomeServer:
     # -- end federation --------------------------------------------------------------
 
     def _register_servlets(self) -> None:
+        from atrium.api import admin
         from atrium.api.client import account, keys, meta, room_write
+
+        # -- admin API --
+        self.admin = AdminHandler(
+            stores=self.stores,
+            accounts=self.accounts,
+            devices=self.devices,
+            room_members=self.room_members,
+            server_name=self.server_name,
+        )
+        admin.register_servlets(self, self.router)
 
         for module in (meta, account, room_write, keys):
             module.register_servlets(self, self.router)
