@@ -93,11 +93,12 @@ class RoomCreationHandler:
         room_version = self._room_version(body)
         preset_name = body.get("preset")
         visibility = body.get("visibility", "private")
-        if visibility not in ("public", "private"):
+        if not isinstance(visibility, str) or visibility not in ("public", "private"):
             raise BadJson("'visibility' must be 'public' or 'private'")
         if preset_name is None:
             preset_name = "public_chat" if visibility == "public" else "private_chat"
-        if preset_name not in PRESETS:
+        # A JSON list or object would not even be hashable for the look-up.
+        if not isinstance(preset_name, str) or preset_name not in PRESETS:
             raise BadJson(f"Unknown preset {preset_name!r}")
         preset = PRESETS[preset_name]
         invitees = body.get("invite", [])

@@ -4,25 +4,25 @@ would see as a 500."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from twisted.web.server import Request
 
 from atrium.errors import BadJson, InvalidParam, MissingParam, NotJson, TooLarge
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
+from atrium.events.validation import JSONTooDeepError, parse_strict_json
 
 
 def decode_json(raw: bytes) -> Any:
-    """Strict JSON: UTF-8 only; NaN and Infinity refused (they are not JSON)."""
+    """Strict JSON (RFC 8259): UTF-8 only; NaN, Infinity, numbers too large
+    for a float (1e400) and unpaired surrogate escapes (``"\\ud800"``) are
+    refused: none of them could be stored or encoded again later. JSON
+    nested deeper than MAX_JSON_DEPTH is M_BAD_JSON."""
     try:
-        text = raw.decode("utf-8")
-        return json.loads(text, parse_constant=_reject_constant)
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise NotJson("Content not JSON") from None
+        return parse_strict_json(raw)
+    except JSONTooDeepError as e:
+        raise BadJson(str(e)) from None
+    except ValueError as e:
+        raise NotJson(f"Content not JSON: {e}") from None
 
 
 def read_body(request: Request, max_size: int) -> bytes:
