@@ -26,6 +26,7 @@ from atrium.events.validation import EventValidationError, validate_event
 from atrium.state.context import EventContext, StateResolver, compute_event_context
 from atrium.storage.stores import Stores
 from atrium.storage.stores.errors import NotFoundError, UnsupportedRoomVersionError
+from atrium.util.async_helpers import Linearizer
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +66,11 @@ class EventCreationHandler:
         self._txn_in_flight: dict[tuple[str, str, str, str], list[defer.Deferred[Any]]] = {}
         self.server_name = server_name
         self.signing_key = signing_key
+        # Per room, the last event this process created that may not be
+        # persisted yet: the next event builds on it, so a burst of sends in
+        # one room forms a chain (no forks) while persistence batches them.
+        self._tails: dict[str, tuple[Event, EventContext]] = {}
+        self._creation_lock = Linearizer("event_creation")
         # async (writer, token) -> None: returns once this process applied
         # `token` of that writer's events stream.
         self.wait_for_position = wait_for_position
@@ -120,21 +126,76 @@ class EventCreationHandler:
         prev_events: Mapping[str, Event] | None = None,
         txn_id: str | None = None,
         device_id: str | None = None,
+        chain: bool = False,
     ) -> tuple[Event, EventContext]:
         """Build, sign and auth-check a new event; raises Forbidden if not allowed.
 
         ``prev_event_ids``/``prev_contexts``/``prev_events`` let a caller chain
         several new events (room creation) before any is persisted.
+        ``chain=True`` (only for events that are sent right away) builds on the
+        room's last created event even before it is persisted.
         """
         room_id = event_dict["room_id"]
         if room_version is None:
             room_version = await self.get_room_version(room_id)
-        events_store = self.stores.events
-        if prev_event_ids is None:
-            extremities = await events_store.get_latest_event_ids_in_room(room_id)
+        if prev_event_ids is None and not chain:
+            extremities = await self.stores.events.get_latest_event_ids_in_room(room_id)
             if not extremities:
                 raise NotFound(f"Unknown room {room_id}")
             prev_event_ids = sorted(extremities)[:MAX_PREV_EVENTS]
+        if prev_event_ids is not None:
+            return await self._create(
+                event_dict,
+                room_version,
+                prev_event_ids,
+                prev_contexts,
+                prev_events,
+                txn_id,
+                device_id,
+            )
+        async with self._creation_lock.queue(room_id):
+            tail = self._tails.get(room_id)
+            if tail is not None:
+                tail_event, tail_context = tail
+                prev_event_ids = [tail_event.event_id]
+                prev_contexts = {tail_event.event_id: tail_context}
+                prev_events = {tail_event.event_id: tail_event}
+            else:
+                extremities = await self.stores.events.get_latest_event_ids_in_room(room_id)
+                if not extremities:
+                    raise NotFound(f"Unknown room {room_id}")
+                prev_event_ids = sorted(extremities)[:MAX_PREV_EVENTS]
+            event, context = await self._create(
+                event_dict,
+                room_version,
+                prev_event_ids,
+                prev_contexts,
+                prev_events,
+                txn_id,
+                device_id,
+            )
+            self._tails[room_id] = (event, context)
+            return event, context
+
+    def _release_tail(self, events: Sequence[Event]) -> None:
+        """Once persisted (or failed), the room's tail is read from the database again."""
+        for event in events:
+            tail = self._tails.get(event.room_id)
+            if tail is not None and tail[0].event_id == event.event_id:
+                del self._tails[event.room_id]
+
+    async def _create(
+        self,
+        event_dict: dict[str, Any],
+        room_version: RoomVersion,
+        prev_event_ids: Sequence[str],
+        prev_contexts: Mapping[str, EventContext] | None,
+        prev_events: Mapping[str, Event] | None,
+        txn_id: str | None,
+        device_id: str | None,
+    ) -> tuple[Event, EventContext]:
+        room_id = event_dict["room_id"]
+        events_store = self.stores.events
         prev_events = prev_events or {}
         depths = [prev_events[p].depth for p in prev_event_ids if p in prev_events]
         stored = [p for p in prev_event_ids if p not in prev_events]
@@ -148,6 +209,22 @@ class EventCreationHandler:
         draft = _draft(event_dict, room_version)
         auth_ids = [state[key] for key in auth_types_for_event(room_version, draft) if key in state]
 
+        unsigned = None
+        state_key = event_dict.get("state_key")
+        replaced = (
+            state.get((event_dict["type"], state_key)) if isinstance(state_key, str) else None
+        )
+        if replaced is not None:
+            # What the event replaces, for clients (spec: unsigned.prev_content).
+            previous = prev_events.get(replaced) or await events_store.get_event(
+                replaced, allow_none=True
+            )
+            if previous is not None:
+                unsigned = {
+                    "replaces_state": replaced,
+                    "prev_content": previous.content,
+                    "prev_sender": previous.sender,
+                }
         try:
             event = build_event(
                 room_version=room_version,
@@ -161,6 +238,7 @@ class EventCreationHandler:
                 auth_event_ids=auth_ids,
                 depth=depth,
                 origin_server_ts=self.clock.time_msec(),
+                unsigned=unsigned,
                 server_name=self.server_name,
                 signing_key=self.signing_key,
             )
@@ -200,7 +278,10 @@ class EventCreationHandler:
 
     async def send(self, events_and_contexts: Sequence[tuple[Event, EventContext]]) -> int:
         """Persist through the room's writer and wait until we see the result."""
-        writer, token = await self.sender.send_events(events_and_contexts)
+        try:
+            writer, token = await self.sender.send_events(events_and_contexts)
+        finally:
+            self._release_tail([event for event, _ in events_and_contexts])
         await self.wait_for_position(writer, token)
         return token
 
@@ -220,7 +301,7 @@ class EventCreationHandler:
         """
         room_id, sender = event_dict["room_id"], event_dict["sender"]
         if txn_id is None or device_id is None:
-            event, context = await self.create_event(event_dict)
+            event, context = await self.create_event(event_dict, chain=True)
             await self.send([(event, context)])
             return event
         key = (room_id, sender, device_id, txn_id)
@@ -253,7 +334,9 @@ class EventCreationHandler:
             event = await self.stores.events.get_event(existing, allow_rejected=True)
             assert event is not None
             return event
-        event, context = await self.create_event(event_dict, txn_id=txn_id, device_id=device_id)
+        event, context = await self.create_event(
+            event_dict, txn_id=txn_id, device_id=device_id, chain=True
+        )
         await self.send([(event, context)])
         return event
 

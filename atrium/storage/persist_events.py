@@ -40,8 +40,10 @@ from atrium.storage.stores.state import StateGroupStore, StateGroupWrite, StateK
 from atrium.util.clock import Clock
 
 # unsigned keys that only mean something to the server that added them
-# (they are recomputed when serving events).
-_LOCAL_UNSIGNED = ("age_ts", "transaction_id", "redacted_because", "prev_content", "replaces_state")
+# (they are recomputed when serving events). prev_content/replaces_state are
+# kept: they are computed once, when a local state event is created, and
+# served to clients; federation never sends them (Event.get_pdu_json).
+_LOCAL_UNSIGNED = ("age_ts", "transaction_id", "redacted_because")
 
 
 @attrs.frozen(slots=True)

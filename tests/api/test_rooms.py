@@ -132,3 +132,47 @@ async def test_nul_characters_are_refused_not_500(server):
         f"{V3}/rooms/{q(room_id)}/send/m.room.message/t2", {"body": "a\u0000b"}
     )
     assert in_content.code == 200
+
+
+@pytest_twisted.ensureDeferred
+async def test_concurrent_joins_and_sends_in_one_room_stay_linear(server):
+    """A burst of joins and sends in one room builds one chain: every sender is
+    joined in the state its event is checked against, and the room ends with a
+    single forward extremity."""
+    from twisted.internet import defer
+
+    hs, anon = server
+    owner = await anon.register("owner")
+    room_id = (await owner.post(f"{V3}/createRoom", {"preset": "public_chat"})).json["room_id"]
+    users = [await anon.register(f"user{i}") for i in range(15)]
+    joins = await defer.gatherResults(
+        [defer.ensureDeferred(u.post(f"{V3}/rooms/{q(room_id)}/join")) for u in users]
+    )
+    assert [r.code for r in joins] == [200] * 15
+    sends = await defer.gatherResults(
+        [
+            defer.ensureDeferred(
+                u.put(f"{V3}/rooms/{q(room_id)}/send/m.room.message/t", {"body": "hi"})
+            )
+            for u in users
+        ]
+    )
+    assert [r.code for r in sends] == [200] * 15
+    assert len(await hs.stores.events.get_latest_event_ids_in_room(room_id)) == 1
+    assert len(await hs.stores.members.get_users_in_room(room_id)) == 16
+
+
+@pytest_twisted.ensureDeferred
+async def test_state_events_carry_prev_content_for_clients(server):
+    hs, anon = server
+    alice = await anon.register("pc")
+    room_id = (await alice.post(f"{V3}/createRoom", {"name": "one"})).json["room_id"]
+    second = await alice.put(f"{V3}/rooms/{q(room_id)}/state/m.room.name", {"name": "two"})
+    served = await alice.get(f"{V3}/rooms/{q(room_id)}/event/{q(second.json['event_id'])}")
+    assert served.json["unsigned"]["prev_content"] == {"name": "one"}
+    assert served.json["unsigned"]["replaces_state"]
+    event = await hs.stores.events.get_event(second.json["event_id"])
+    assert (
+        "unsigned" not in event.get_pdu_json()
+        or "prev_content" not in event.get_pdu_json()["unsigned"]
+    )
