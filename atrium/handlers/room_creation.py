@@ -9,6 +9,7 @@ from typing import Any
 from atrium.errors import BadJson, InvalidParam, RoomInUse, UnsupportedRoomVersion
 from atrium.events.event import Event
 from atrium.events.room_versions import DEFAULT_ROOM_VERSION, RoomVersion, get_room_version
+from atrium.handlers.directory import check_room_alias
 from atrium.handlers.event_creation import EventCreationHandler
 from atrium.handlers.membership import RoomMemberHandler
 from atrium.state.context import EventContext
@@ -133,6 +134,8 @@ class RoomCreationHandler:
             if ":" in localpart or "#" in localpart or not localpart.strip():
                 raise InvalidParam("room_alias_name must be a plain localpart")
             alias = f"#{localpart}:{self.server_name}"
+            # The same grammar and 255-byte limit as PUT /directory/room/{alias}.
+            check_room_alias(alias)
             if await self.directory.get_room_for_alias(alias) is not None:
                 raise RoomInUse("Room alias already taken")
 

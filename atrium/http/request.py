@@ -135,3 +135,29 @@ def require_keys(body: dict[str, Any], **types: type | tuple[type, ...]) -> None
             raise MissingParam(f"Missing {key!r}")
         if not isinstance(body[key], typ) or (typ is int and isinstance(body[key], bool)):
             raise BadJson(f"{key!r} has the wrong type")
+
+
+def optional_text(body: dict[str, Any], key: str, max_bytes: int = 1024) -> str | None:
+    """An optional free-text field stored as a database string (display names,
+    status messages): None, or a string without NUL (PostgreSQL text cannot
+    hold one) of at most ``max_bytes`` of UTF-8. M_BAD_JSON / M_INVALID_PARAM."""
+    value = body.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise BadJson(f"{key!r} must be a string")
+    if "\x00" in value:
+        raise InvalidParam(f"{key!r} must not contain NUL characters")
+    if len(value.encode("utf-8")) > max_bytes:
+        raise InvalidParam(f"{key!r} is longer than {max_bytes} bytes")
+    return value
+
+
+def optional_identifier(body: dict[str, Any], key: str) -> str | None:
+    """An optional client-chosen identifier (a device ID): None, or a non-empty
+    string without NUL of at most 255 bytes, like the spec's identifiers; it
+    becomes part of database index keys. M_BAD_JSON / M_INVALID_PARAM."""
+    value = optional_text(body, key, max_bytes=255)
+    if value == "":
+        raise InvalidParam(f"{key!r} must not be empty")
+    return value

@@ -6,7 +6,9 @@ error (or, for concurrent retries, the idempotent answer).
 
 from __future__ import annotations
 
+import base64
 import json
+import random
 
 import pytest_twisted
 from twisted.internet import defer
@@ -119,3 +121,118 @@ async def test_concurrent_sends_with_one_transaction_id_make_one_event(server):
         ]
     )
     assert [d.code for d in denied] == [400] * 3, denied
+
+
+# Long, incompressible text: PostgreSQL compresses index entries, so only text
+# like this reaches its btree entry limit (about 2.7 kB).
+NOISE = base64.urlsafe_b64encode(random.Random(3).randbytes(3300)).decode()
+
+
+@pytest_twisted.ensureDeferred
+async def test_large_filter_is_stored(server):
+    """A filter over ~2.7 kB of canonical JSON did not fit the (user_id,
+    filter_json) index on PostgreSQL: 500. The index is gone (migration 0090)."""
+    hs, anon = server
+    alice = await anon.register("alice")
+    path = f"{V3}/user/{q(alice.user_id or '')}/filter"
+    big = {"room": {"not_rooms": [f"!{NOISE[i : i + 40]}:x" for i in range(0, 4000, 40)]}}
+    made = await alice.post(path, big)
+    assert made.code == 200, made
+    again = await alice.post(path, big)
+    assert again.json["filter_id"] == made.json["filter_id"]
+    fetched = await alice.get(f"{path}/{made.json['filter_id']}")
+    assert fetched.json == big
+
+
+@pytest_twisted.ensureDeferred
+async def test_path_parameters_over_255_bytes_are_invalid_param(server):
+    """A 4 kB transaction ID reached the event_txn_id unique index: 500 on
+    PostgreSQL. Every path parameter is now capped at 255 bytes, like the
+    spec's identifiers."""
+    hs, anon = server
+    alice = await anon.register("alice")
+    room_id = await _room(alice)
+    send = f"{V3}/rooms/{q(room_id)}/send/m.room.message"
+    body = {"msgtype": "m.text", "body": "hi"}
+    for path in (
+        f"{send}/{NOISE}",
+        f"{V3}/rooms/{q(room_id)}/send/{NOISE}/t1",
+        f"{V3}/user/{q(alice.user_id or '')}/account_data/{NOISE}",
+        f"{V3}/sendToDevice/m.x/{NOISE}",
+        f"{V3}/pushrules/global/override/{NOISE}",
+    ):
+        resp = await alice.put(path, body)
+        assert resp.code == 400 and resp.json["errcode"] == "M_INVALID_PARAM", (path[:80], resp)
+    ok = await alice.put(f"{send}/{'t' * 255}", body)
+    assert ok.code == 200, ok
+
+
+@pytest_twisted.ensureDeferred
+async def test_over_long_identifiers_in_bodies_are_refused(server):
+    """Client-chosen identifiers in bodies (receipt thread IDs, alias
+    localparts, E2EE key IDs and device IDs) went straight into index keys."""
+    hs, anon = server
+    alice = await anon.register("alice")
+    room_id = await _room(alice)
+    sent = await alice.put(
+        f"{V3}/rooms/{q(room_id)}/send/m.room.message/m1", {"msgtype": "m.text", "body": "x"}
+    )
+    receipt = await alice.post(
+        f"{V3}/rooms/{q(room_id)}/receipt/m.read/{q(sent.json['event_id'])}",
+        {"thread_id": NOISE},
+    )
+    assert receipt.code == 400 and receipt.json["errcode"] == "M_INVALID_PARAM", receipt
+    rooms_before = await hs.stores.members.get_rooms_for_user(alice.user_id)
+    created = await alice.post(f"{V3}/createRoom", {"room_alias_name": NOISE})
+    assert created.code == 400 and created.json["errcode"] == "M_INVALID_PARAM", created
+    # Refused before any event was made: no half-created room.
+    assert await hs.stores.members.get_rooms_for_user(alice.user_id) == rooms_before
+    upload = await alice.post(f"{V3}/keys/upload", {"one_time_keys": {f"curve25519:{NOISE}": "k"}})
+    assert upload.code == 400 and upload.json["errcode"] == "M_BAD_JSON", upload
+    to_device = await alice.put(
+        f"{V3}/sendToDevice/m.x/td1", {"messages": {alice.user_id: {NOISE: {"a": 1}}}}
+    )
+    assert to_device.code == 400, to_device
+
+
+@pytest_twisted.ensureDeferred
+async def test_nul_and_over_long_text_in_account_fields_are_refused(server):
+    """Display names and status messages with NUL made PostgreSQL refuse the
+    write (500); a 4 kB device ID at login did not fit the devices key."""
+    hs, anon = server
+    alice = await anon.register("alice", password="pw-alice")
+    me = q(alice.user_id or "")
+    for method, path, body in (
+        ("PUT", f"{V3}/profile/{me}/displayname", {"displayname": "a\x00b"}),
+        ("PUT", f"{V3}/devices/{q(alice.device_id or '')}", {"display_name": "a\x00b"}),
+        ("PUT", f"{V3}/presence/{me}/status", {"presence": "online", "status_msg": "a\x00b"}),
+    ):
+        resp = await alice.request(method, path, body)
+        assert resp.code == 400 and resp.json["errcode"] == "M_INVALID_PARAM", (path, resp)
+    ident = {"type": "m.id.user", "user": "alice"}
+    for extra in (
+        {"device_id": NOISE},
+        {"device_id": "d\x00"},
+        {"initial_device_display_name": NOISE},
+    ):
+        login = await anon.post(
+            f"{V3}/login",
+            {"type": "m.login.password", "identifier": ident, "password": "pw-alice", **extra},
+            token=False,
+        )
+        assert login.code == 400, (extra, login)
+    presence = await alice.put(f"{V3}/presence/{me}/status", {"presence": ["online"]})
+    assert presence.code == 400, presence
+    # The account and its session are intact.
+    assert (await alice.get(f"{V3}/account/whoami")).code == 200
+    fine = await anon.post(
+        f"{V3}/login",
+        {
+            "type": "m.login.password",
+            "identifier": ident,
+            "password": "pw-alice",
+            "device_id": "D2",
+        },
+        token=False,
+    )
+    assert fine.code == 200 and fine.json["device_id"] == "D2", fine

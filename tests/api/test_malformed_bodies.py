@@ -17,8 +17,10 @@ unchanged, and no request may have logged a traceback.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
+import random
 import re
 import time
 from collections.abc import Callable
@@ -92,6 +94,9 @@ FREE_FORM = (
 )
 
 HUGE = 2**70
+# Long and incompressible: PostgreSQL compresses what it indexes, so only
+# text like this reaches the btree entry size limit (about 2.7 kB).
+NOISE = base64.urlsafe_b64encode(random.Random(7).randbytes(3300)).decode()
 DEEP_OK = 400  # deep, but within what Python's JSON parser accepts
 
 
@@ -127,10 +132,13 @@ def object_bodies(route_key: str) -> list[Any]:
         {k: -1.5e300 for k in keys},
         {k: _nested(DEEP_OK) for k in keys},
         {k: "\u202e\U0001f600" * 300 for k in keys},
+        {k: NOISE for k in keys},
     ]
     for key, kind in keys.items():
         for wrong in WRONG_FOR[kind][1:]:
             bodies.append({key: wrong})
+        if kind == "s":
+            bodies.extend([{key: NOISE}, {key: "a\x00b"}])
     return bodies
 
 
@@ -153,6 +161,7 @@ RAW_BODIES: list[tuple[str, bytes | None]] = [
 
 HOSTILE_VALUES = [
     "x" * 5000,
+    NOISE,
     "\u00fc\u202e\U0001f600" * 400,
     "a/b",  # sent as a%2Fb
     "%2F..%2F",  # sent double-encoded
@@ -276,7 +285,8 @@ def build_probes(routes: list[Any], world: World) -> list[Probe]:
                 )
             continue
         for tlabel, token in tokens_for():
-            for blabel, body in bodies:
+            # An unknown token is refused as early as a missing one: a sample will do.
+            for blabel, body in bodies if tlabel != "bad" else bodies[:3] + bodies[-1:]:
                 params["txn_id"] = f"txn{counter()}"
                 path = _fill(route.template, params)
                 probes.append(
