@@ -16,6 +16,7 @@ from twisted.internet.interfaces import IListeningPort
 from atrium.app.routes import groups_for_app
 from atrium.config.homeserver import HomeServerConfig
 from atrium.crypto.keys import read_signing_key_file
+from atrium.handlers.admin import AdminHandler
 from atrium.handlers.auth import AuthHandler
 from atrium.handlers.cross_signing import CrossSigningHandler
 from atrium.handlers.devices import DeviceHandler
@@ -83,6 +84,8 @@ class HomeServer:
         # /sync sections after the rooms part (atrium/sync/sections.py): each
         # domain appends its SyncSection here while the server is built.
         self.sync_sections: list[Any] = []
+        # Federation services (wt/fed), built in setup() when enabled.
+        self.federation: Any = None
 
     def is_mine(self, user_or_room_id: str) -> bool:
         return user_or_room_id.split(":", 1)[-1] == self.server_name
@@ -140,6 +143,7 @@ class HomeServer:
         self._build_sync()
         self._build_user_data_handlers()
         self._add_e2ee_sync_sections()
+        self._build_federation()
         self._register_servlets()
 
     def _build_replication(self) -> None:
@@ -424,8 +428,49 @@ class HomeServer:
             instance, name, body, clock=self.clock
         )
 
+    # -- federation (wt/fed): keys, request signing, inbound /send, reads, sender --
+    def _build_federation(self) -> None:
+        """``self.federation`` (atrium/federation/services.py), or None when off.
+
+        Tests may set ``self.federation_options`` before setup() (HTTP client
+        options such as ``well_known_port``).
+        """
+        from atrium.federation.services import build_federation
+
+        self.federation = build_federation(self, **getattr(self, "federation_options", {}))
+        if self.federation is not None:
+            self._services.append(self.federation)
+
+    def _register_federation_servlets(self) -> None:
+        if self.federation is None:
+            return
+        from atrium.api.federation import keys as federation_keys
+        from atrium.api.federation import transport as federation_transport
+
+        for module in (federation_keys, federation_transport):
+            module.register_servlets(self, self.router)
+
+    def _start_federation_listener(self) -> None:
+        """The TLS listener for other servers: on the master, federation routes only."""
+        if self.federation is None or self.config.is_worker:
+            return
+        self._ports.extend(self.federation.listen(self.router))
+
+    # -- end federation --------------------------------------------------------------
+
     def _register_servlets(self) -> None:
+        from atrium.api import admin
         from atrium.api.client import account, keys, meta, room_write
+
+        # -- admin API --
+        self.admin = AdminHandler(
+            stores=self.stores,
+            accounts=self.accounts,
+            devices=self.devices,
+            room_members=self.room_members,
+            server_name=self.server_name,
+        )
+        admin.register_servlets(self, self.router)
 
         for module in (meta, account, room_write, keys):
             module.register_servlets(self, self.router)
@@ -445,6 +490,8 @@ class HomeServer:
 
         for module in (ephemeral, account_data, push_rules, presence, profile):
             module.register_servlets(self, self.router)
+        # -- federation (wt/fed) --
+        self._register_federation_servlets()
 
     # -- running ---------------------------------------------------------------
     async def start(self) -> None:
@@ -469,6 +516,7 @@ class HomeServer:
                 port = self.reactor.listenTCP(listener.port, site, interface=address)
                 self._ports.append(port)
                 logger.info("listening on %s:%d", address, port.getHost().port)
+        self._start_federation_listener()
         return self._ports
 
     async def stop(self) -> None:

@@ -90,6 +90,19 @@ def generate_config(
     if redis_url:
         config["redis"] = {"url": redis_url}
     if federation:
+        # -- wt/fed: the federation listener serves TLS; without a certificate
+        # given, make a self-signed one for the server name's host.
+        federation = dict(federation)
+        if not federation.get("tls_certificate_path"):
+            from atrium.federation.tls import (
+                generate_self_signed_certificate,
+                host_of_server_name,
+            )
+
+            cert, key = data_dir / "federation.crt", data_dir / "federation.key"
+            generate_self_signed_certificate(host_of_server_name(server_name), cert, key)
+            federation["tls_certificate_path"] = cert.name
+            federation["tls_private_key_path"] = key.name
         config["federation"] = federation
 
     worker_files: list[Path] = []

@@ -131,6 +131,26 @@ HOMESERVER_SCHEMA: dict[str, Any] = {
                 "ca_file": {"type": ["string", "null"]},
                 "allow_private_ips": {"type": "boolean"},
                 "enabled": {"type": "boolean"},
+                # -- wt/fed: see docs/federation.md --
+                "bind_addresses": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+                "trusted_key_servers": {"type": "array", "items": {"type": "string"}},
+                "sender_instances": {
+                    "type": "array",
+                    "items": {"type": "string"},
+                    "minItems": 1,
+                },
+                "old_verify_keys": {
+                    "type": "object",
+                    "additionalProperties": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["key", "expired_ts"],
+                        "properties": {
+                            "key": {"type": "string"},
+                            "expired_ts": {"type": "integer"},
+                        },
+                    },
+                },
             },
         },
     },

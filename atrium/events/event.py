@@ -57,6 +57,7 @@ class Event:
         "room_version",
         "internal_metadata",
         "rejected_reason",
+        "client_form_cache",
     )
 
     def __init__(
@@ -75,6 +76,9 @@ class Event:
         self.internal_metadata = internal_metadata or EventInternalMetadata()
         self.rejected_reason = rejected_reason
         self._event_id: str | None = None
+        # The event as clients see it, minus per-request fields; filled by
+        # atrium.events.serialize on first use (events are immutable).
+        self.client_form_cache: tuple[dict[str, Any], dict[str, Any]] | None = None
         if self.format_version == EventFormatVersion.V1:
             event_id = event_dict.get("event_id")
             if not isinstance(event_id, str):

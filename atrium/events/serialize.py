@@ -12,16 +12,39 @@ from typing import Any
 from atrium.events.event import Event
 
 # Fields of a PDU that are federation-only and never shown to clients.
-_FEDERATION_ONLY = (
-    "auth_events",
-    "prev_events",
-    "hashes",
-    "signatures",
-    "depth",
-    "origin",
-    "membership",
-    "prev_state",
+_FEDERATION_ONLY = frozenset(
+    (
+        "auth_events",
+        "prev_events",
+        "hashes",
+        "signatures",
+        "depth",
+        "origin",
+        "membership",
+        "prev_state",
+    )
 )
+
+
+def _client_form(event: Event) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(event fields, unsigned fields) shared by every request; computed once per event."""
+    cached = event.client_form_cache
+    if cached is not None:
+        return cached
+    d = {k: v for k, v in event.as_dict_ref().items() if k not in _FEDERATION_ONLY}
+    d["event_id"] = event.event_id
+    unsigned = dict(d.pop("unsigned", None) or {})
+    unsigned.pop("age_ts", None)
+    if event.type == "m.room.redaction":
+        redacts = event.redacts
+        if redacts is not None:
+            # Room v11 moved `redacts` into content; clients look in both places.
+            d["redacts"] = redacts
+            if "redacts" not in d.get("content", {}):
+                d["content"] = {**d.get("content", {}), "redacts": redacts}
+    cached = (d, unsigned)
+    event.client_form_cache = cached
+    return cached
 
 
 def serialize_event(
@@ -32,12 +55,12 @@ def serialize_event(
     requester_device_id: str | None = None,
     include_room_id: bool = True,
 ) -> dict[str, Any]:
-    d = {k: v for k, v in event.as_dict_ref().items() if k not in _FEDERATION_ONLY}
-    d["event_id"] = event.event_id
+    """A new dict per call (top level and unsigned); nested values are shared, do not mutate them."""
+    base, base_unsigned = _client_form(event)
+    d = dict(base)
     if not include_room_id:
         d.pop("room_id", None)
-    unsigned = dict(d.get("unsigned") or {})
-    unsigned.pop("age_ts", None)
+    unsigned = dict(base_unsigned)
     unsigned["age"] = max(0, now_ms - event.origin_server_ts)
     meta = event.internal_metadata
     if (
@@ -47,12 +70,6 @@ def serialize_event(
     ):
         unsigned["transaction_id"] = meta.txn_id
     d["unsigned"] = unsigned
-    if event.type == "m.room.redaction":
-        redacts = event.redacts
-        if redacts is not None:
-            d["redacts"] = redacts
-            if "redacts" not in d.get("content", {}):
-                d["content"] = {**d.get("content", {}), "redacts": redacts}
     return d
 
 

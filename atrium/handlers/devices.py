@@ -100,6 +100,19 @@ class DeviceHandler:
                 "device_lists", self.device_lists.get_device_stream_token(), rows
             )
 
+    async def notify_remote_device_update(self, user_id: str, device_ids: Collection[str]) -> None:
+        """A remote user's devices changed (m.device_list_update, wt/fed): local
+        users sharing a room with them see it in /sync; no server is poked."""
+        async with self._write_lock.queue(()):
+            await self.device_lists.add_device_change(
+                user_id, device_ids, (), self.clock.time_msec()
+            )
+            await self.publisher.publish(
+                "device_lists",
+                self.device_lists.get_device_stream_token(),
+                [DeviceListsStreamRow(user_id)],
+            )
+
     async def notify_user_signature_update(
         self, from_user_id: str, user_ids: Collection[str]
     ) -> None:

@@ -94,3 +94,52 @@ class ToDeviceHandler:
                 await self.publisher.publish(
                     "to_device", self.store.get_to_device_stream_token(), rows
                 )
+
+    # -- federation (wt/fed) --------------------------------------------------------------
+    async def receive_remote_messages(
+        self, sender: str, message_type: str, message_id: str, messages: Mapping[str, Any]
+    ) -> None:
+        """An m.direct_to_device EDU: deliver to the addressed local devices.
+
+        ``message_id`` deduplicates like a client transaction ID (a server
+        retrying a transaction must not deliver twice); remote addressees
+        and malformed entries are ignored.
+        """
+        local: dict[str, dict[str, Mapping[str, Any]]] = {}
+        for user_id, by_device in messages.items():
+            if not is_user_id(user_id) or not self.is_mine(user_id):
+                continue
+            if not isinstance(by_device, dict):
+                continue
+            known = await self.accounts.get_devices(user_id)
+            targets: dict[str, Mapping[str, Any]] = {}
+            if isinstance(by_device.get("*"), dict):
+                targets = {d: by_device["*"] for d in known}
+            for device_id, content in by_device.items():
+                if device_id != "*" and device_id in known and isinstance(content, dict):
+                    targets[device_id] = content
+            if targets:
+                local[user_id] = targets
+        if not local:
+            return
+        async with self._write_lock.queue(()):
+            stream_id = await self.store.add_messages(
+                sender,
+                REMOTE_SENDER_DEVICE,
+                message_id,
+                message_type,
+                local,
+                {},
+                self.clock.time_msec(),
+            )
+            if stream_id is not None:
+                await self.publisher.publish(
+                    "to_device",
+                    self.store.get_to_device_stream_token(),
+                    [ToDeviceStreamRow(u) for u in sorted(local)],
+                )
+
+
+# The "device" remote to-device messages are deduplicated under (their
+# message_id is unique per sending server).
+REMOTE_SENDER_DEVICE = "*federation*"

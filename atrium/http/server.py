@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import unquote
 
 import attrs
+import orjson
 from prometheus_client import Counter, Histogram
 from twisted.internet import defer
 from twisted.web.resource import Resource
@@ -132,7 +133,13 @@ def _static_prefix(template: str) -> str:
 
 
 def _encode(body: Any) -> bytes:
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    # orjson: responses (a /sync of hundreds of rooms) are the largest JSON
+    # Atrium writes; it is several times faster than the stdlib encoder.
+    try:
+        return orjson.dumps(body)
+    except TypeError:
+        # Integers beyond 64 bits (only in odd client-supplied content).
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 def set_cors_headers(request: Request) -> None:

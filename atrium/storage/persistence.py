@@ -26,10 +26,12 @@ Per room, before writing:
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from types import MappingProxyType
 
 import attrs
+from prometheus_client import Counter, Histogram
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
@@ -53,6 +55,19 @@ EventAndContext = tuple[Event, EventContext]
 
 # Longest chain of in-batch delta links followed for the current-state fast path.
 _MAX_DELTA_WALK = 1000
+
+
+EVENTS_PERSISTED = Counter("atrium_events_persisted_total", "Events persisted by this process")
+PERSIST_BATCH_SECONDS = Histogram(
+    "atrium_event_persist_batch_seconds",
+    "Time to persist one group-commit batch of events",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+PERSIST_BATCH_EVENTS = Histogram(
+    "atrium_event_persist_batch_events",
+    "Events per group-commit batch",
+    buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500),
+)
 
 
 @attrs.define
@@ -137,10 +152,13 @@ class EventPersister:
         return batch
 
     async def _process(self, requests: list[_Request]) -> None:
+        batch = [item for r in requests for item in r.items]
+        started = time.perf_counter()
         try:
-            await self._persist_batch(
-                [item for r in requests for item in r.items], requests[0].backfilled
-            )
+            await self._persist_batch(batch, requests[0].backfilled)
+            PERSIST_BATCH_SECONDS.observe(time.perf_counter() - started)
+            PERSIST_BATCH_EVENTS.observe(len(batch))
+            EVENTS_PERSISTED.inc(len(batch))
         except Exception:
             failure = Failure()
             if len(requests) == 1:

@@ -142,3 +142,24 @@ class RoomStore:
             "SELECT room_id FROM rooms WHERE is_public = TRUE ORDER BY room_id",
         )
         return [r[0] for r in rows]
+
+
+async def list_rooms_with_counts(
+    db: DatabasePool, offset: int, limit: int
+) -> tuple[list[tuple[str, str, str | None, bool, int]], int]:
+    """(room_id, version, creator, is_public, joined members) of rooms, by room ID; and the total."""
+
+    def txn_fn(txn: Transaction) -> tuple[list[tuple[str, str, str | None, bool, int]], int]:
+        total = txn.select_one("SELECT COUNT(*) FROM rooms")
+        rows = txn.select_all(
+            "SELECT r.room_id, r.room_version, r.creator, r.is_public,"
+            " (SELECT COUNT(*) FROM current_state_events AS c"
+            "  WHERE c.room_id = r.room_id AND c.type = 'm.room.member' AND c.membership = 'join')"
+            " FROM rooms AS r ORDER BY r.room_id LIMIT ? OFFSET ?",
+            (limit, offset),
+        )
+        return [(r[0], r[1], r[2], bool(r[3]), int(r[4])) for r in rows], int(
+            total[0]
+        ) if total else 0
+
+    return await db.run_interaction("admin_list_rooms", txn_fn)

@@ -1,0 +1,1 @@
+"""Server-server API servlets: route groups "federation" and "federation_keys"."""

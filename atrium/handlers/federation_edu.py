@@ -1,0 +1,172 @@
+"""EDUs received from other servers, applied to the local handlers.
+
+Server-server API "EDUs" and the sections on typing, receipts, presence,
+send-to-device and device management. Every EDU is about users of the
+sending server: one naming a user of another server is ignored (a server
+may only speak for its own users), as is one about a room the user is not
+joined to. A malformed EDU is logged and dropped; it never fails the
+transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeGuard
+
+from atrium.events.validation import is_valid_room_id, is_valid_user_id
+from atrium.replication.streams.receipts import row_for_receipt
+
+logger = logging.getLogger(__name__)
+
+# How long a remote user shows as typing after a typing EDU, unless
+# another EDU says they stopped (remote servers resend while typing).
+FEDERATION_TYPING_TIMEOUT_MS = 60_000
+PRESENCE_STATES = ("online", "unavailable", "offline")
+
+
+def _domain(user_id: str) -> str:
+    return user_id.split(":", 1)[1]
+
+
+class FederationEduHandler:
+    def __init__(self, hs: Any) -> None:
+        # The local handlers and stores EDUs feed (typing, receipts, presence,
+        # to-device, device lists); taken from the composition root.
+        self.hs = hs
+        self.clock = hs.clock
+        self._handlers: dict[str, Callable[[str, dict[str, Any]], Awaitable[None]]] = {
+            "m.typing": self._on_typing,
+            "m.receipt": self._on_receipt,
+            "m.presence": self._on_presence,
+            "m.direct_to_device": self._on_to_device,
+            "m.device_list_update": self._on_device_list_update,
+            "m.signing_key_update": self._on_signing_key_update,
+        }
+
+    async def on_edu(self, origin: str, edu: Any) -> None:
+        if not isinstance(edu, dict):
+            return
+        edu_type, content = edu.get("edu_type"), edu.get("content")
+        handler = self._handlers.get(edu_type) if isinstance(edu_type, str) else None
+        if handler is None or not isinstance(content, dict):
+            logger.debug("Ignoring EDU %.100r from %s", edu_type, origin)
+            return
+        try:
+            await handler(origin, content)
+        except Exception:
+            logger.exception("Handling %s EDU from %s failed", edu_type, origin)
+
+    def _is_from(self, origin: str, user_id: Any) -> TypeGuard[str]:
+        return isinstance(user_id, str) and is_valid_user_id(user_id) and _domain(user_id) == origin
+
+    async def _joined(self, user_id: str, room_id: Any) -> bool:
+        return (
+            isinstance(room_id, str)
+            and is_valid_room_id(room_id)
+            and user_id in await self.hs.stores.members.get_users_in_room(room_id)
+        )
+
+    # -- typing -------------------------------------------------------------------------------
+    async def _on_typing(self, origin: str, content: dict[str, Any]) -> None:
+        user_id: Any = content.get("user_id")
+        room_id: Any = content.get("room_id")
+        if not self._is_from(origin, user_id) or not await self._joined(user_id, room_id):
+            return
+        if content.get("typing") is True:
+            await self.hs.typing.started_typing(user_id, room_id, FEDERATION_TYPING_TIMEOUT_MS)
+        else:
+            await self.hs.typing.stopped_typing(user_id, room_id)
+
+    # -- receipts ---------------------------------------------------------------------------------
+    async def _on_receipt(self, origin: str, content: dict[str, Any]) -> None:
+        store = self.hs.receipts_store
+        for room_id, by_type in content.items():
+            if not isinstance(by_type, dict):
+                continue
+            # Private receipts never leave their server; only m.read is shared.
+            by_user = by_type.get("m.read")
+            if not isinstance(by_user, dict):
+                continue
+            for user_id, receipt in by_user.items():
+                if not self._is_from(origin, user_id) or not await self._joined(user_id, room_id):
+                    continue
+                event_ids = receipt.get("event_ids") if isinstance(receipt, dict) else None
+                if not isinstance(event_ids, list) or not event_ids:
+                    continue
+                event_id = event_ids[0]
+                data = receipt.get("data")
+                data = dict(data) if isinstance(data, dict) else {}
+                thread_id = data.get("thread_id")
+                if not isinstance(event_id, str) or (
+                    thread_id is not None and not isinstance(thread_id, str)
+                ):
+                    continue
+                stored = await store.insert_receipt(
+                    room_id, "m.read", user_id, event_id, thread_id, data
+                )
+                if stored is not None:
+                    await self.hs.publisher.publish(
+                        "receipts", store.get_current_token(), [row_for_receipt(stored)]
+                    )
+
+    # -- presence -----------------------------------------------------------------------------------
+    async def _on_presence(self, origin: str, content: dict[str, Any]) -> None:
+        from atrium.replication.streams.presence import row_for_presence
+
+        push = content.get("push")
+        if not isinstance(push, list):
+            return
+        now = self.clock.time_msec()
+        for update in push:
+            if not isinstance(update, dict):
+                continue
+            user_id, state = update.get("user_id"), update.get("presence")
+            if not self._is_from(origin, user_id) or state not in PRESENCE_STATES:
+                continue
+            # Only users we share a room with are of interest here.
+            if not await self.hs.stores.members.get_rooms_for_user(user_id):
+                continue
+            status_msg = update.get("status_msg")
+            if not isinstance(status_msg, str):
+                status_msg = None
+            ago = update.get("last_active_ago")
+            ago = ago if isinstance(ago, int) and ago >= 0 else 0
+            presence = await self.hs.presence_store.set_presence(
+                user_id, state, status_msg, now - ago
+            )
+            await self.hs.publisher.publish(
+                "presence", self.hs.presence_store.get_current_token(), [row_for_presence(presence)]
+            )
+
+    # -- send-to-device ---------------------------------------------------------------------------------
+    async def _on_to_device(self, origin: str, content: dict[str, Any]) -> None:
+        sender = content.get("sender")
+        message_type, message_id = content.get("type"), content.get("message_id")
+        messages = content.get("messages")
+        if not self._is_from(origin, sender):
+            return
+        if not isinstance(message_type, str) or not isinstance(message_id, str):
+            return
+        if not isinstance(messages, dict):
+            return
+        await self.hs.to_device.receive_remote_messages(
+            sender, message_type, f"{origin}:{message_id}", messages
+        )
+
+    # -- device lists -------------------------------------------------------------------------------------
+    async def _on_device_list_update(self, origin: str, content: dict[str, Any]) -> None:
+        user_id, device_id = content.get("user_id"), content.get("device_id")
+        if not self._is_from(origin, user_id) or not isinstance(device_id, str):
+            return
+        if not await self.hs.stores.members.get_rooms_for_user(user_id):
+            return
+        await self.hs.devices.notify_remote_device_update(user_id, [device_id])
+
+    async def _on_signing_key_update(self, origin: str, content: dict[str, Any]) -> None:
+        user_id = content.get("user_id")
+        if not self._is_from(origin, user_id):
+            return
+        if not await self.hs.stores.members.get_rooms_for_user(user_id):
+            return
+        await self.hs.devices.notify_remote_device_update(user_id, [])

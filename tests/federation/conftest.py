@@ -1,0 +1,31 @@
+"""Fixtures for federation tests: pairs of real Atrium servers on loopback TLS."""
+
+from __future__ import annotations
+
+import pytest_twisted
+
+from tests.conftest import POSTGRES_URL
+from tests.federation.support import federating_server
+
+
+@pytest_twisted.async_yield_fixture
+async def two_servers(db_kind, tmp_path):
+    """(A, B): A on each database engine, B on SQLite; both federating over TLS."""
+    async with federating_server(tmp_path, "a", db_kind, POSTGRES_URL) as a:
+        async with federating_server(tmp_path, "b") as b:
+            yield a, b
+
+
+@pytest_twisted.async_yield_fixture
+async def joined_room(two_servers):
+    """(A, B, alice@A client, bob@B client, room_id): bob joined alice's public room."""
+    from tests.federation.support import CLIENT_V3, join_remote_room
+
+    a, b = two_servers
+    alice = await a.anon.register("alice")
+    bob = await b.anon.register("bob")
+    created = await alice.post(f"{CLIENT_V3}/createRoom", {"preset": "public_chat"})
+    assert created.code == 200, created
+    room_id = created.json["room_id"]
+    await join_remote_room(a, b, room_id, bob.user_id)
+    yield a, b, alice, bob, room_id
