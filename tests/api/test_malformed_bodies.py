@@ -5,8 +5,11 @@ throws at each route: plausible and hostile path parameters, and for every
 method that can carry a body: bytes that are not JSON, an empty body, JSON
 that is not an object, ``NaN``, JSON nested 10,000 levels deep, objects whose
 top-level values all have the wrong type (per the route's request schema in the
-spec's OpenAPI definitions), and a body over the configured size limit; each
-with a valid access token, with none, and with an unknown one.
+spec's OpenAPI definitions), NUL characters, long incompressible strings, and
+a body over the configured size limit; each with a valid access token, with
+none, and with an unknown one (server-server routes, present because the
+server federates: a well-formed X-Matrix header with a wrong signature, none,
+and a Bearer token).
 
 Every answer must be below 500 and, from 400 up, a Matrix error
 (``{"errcode": str, "error": str}``; a user-interactive-auth 401 carries
@@ -33,9 +36,9 @@ from twisted.web.client import Agent, HTTPConnectionPool, readBody
 from twisted.web.http_headers import Headers
 
 from tests.conftest import POSTGRES_URL
+from tests.federation.support import federating_server
 from tests.support.bytes_producer import BytesProducer
 from tests.support.client import JsonClient, q
-from tests.support.server import running_homeserver
 
 V3 = "/_matrix/client/v3"
 # Small enough that an over-limit body is cheap to send to every route,
@@ -172,6 +175,7 @@ HOSTILE_VALUES = [
 ]
 
 TOKENS: list[tuple[str, str | None]] = [("valid", "VALID"), ("none", None), ("bad", "not-a-token")]
+SERVER_PREFIXES = ("/_matrix/federation/", "/_matrix/key/")
 
 
 @dataclass
@@ -180,7 +184,7 @@ class Probe:
     route: str  # the template it was filled from
     path: str
     body: bytes | None
-    token: str | None
+    auth: str | None  # the whole Authorization header
     label: str
 
 
@@ -195,6 +199,8 @@ class World:
     side_room_id: str  # where the fuzzer's own membership may come and go
     event_id: str  # an event of the owner's in room_id
     filter_id: str
+    server_name: str
+    x_matrix: str  # an Authorization header for server-server routes
     extra: dict[str, str] = field(default_factory=dict)
 
 
@@ -224,8 +230,14 @@ def plausible_params(world: World, route_name: str, counter: Callable[[], int]) 
         "rule_id": "fuzz_rule",
         "field": "displayname",
         "filter_id": world.filter_id,
-        "room_alias": "#fuzz-alias:test.local",
+        "room_alias": f"#fuzz-alias:{world.server_name}",
         "stream": "events",
+        # server-server API spelling
+        "roomId": room,
+        "eventId": world.event_id,
+        "userId": fuzzer.user_id or "",
+        "txnId": f"txn{counter()}",
+        "serverName": world.server_name,
     }
 
 
@@ -272,9 +284,18 @@ def build_probes(routes: list[Any], world: World) -> list[Probe]:
         else:
             bodies = [("no-body", None)]
 
-        def tokens_for(name: str = route.name) -> list[tuple[str, str | None]]:
+        def tokens_for(
+            name: str = route.name, template: str = route.template
+        ) -> list[tuple[str, str | None]]:
+            if template.startswith(SERVER_PREFIXES):
+                # Server-server routes: a well-formed X-Matrix header whose
+                # signature is wrong makes the server read the body first.
+                return [("x-matrix", world.x_matrix), ("none", None), ("bearer", "Bearer x")]
             user = world.spares.get(name, world.fuzzer)
-            return [(label, user.access_token if t == "VALID" else t) for label, t in TOKENS]
+            return [
+                (label, f"Bearer {user.access_token if t == 'VALID' else t}" if t else None)
+                for label, t in TOKENS
+            ]
 
         params = plausible_params(world, route.name, counter)
         if not full:
@@ -286,7 +307,8 @@ def build_probes(routes: list[Any], world: World) -> list[Probe]:
             continue
         for tlabel, token in tokens_for():
             # An unknown token is refused as early as a missing one: a sample will do.
-            for blabel, body in bodies if tlabel != "bad" else bodies[:3] + bodies[-1:]:
+            sample = tlabel in ("bad", "bearer")
+            for blabel, body in bodies[:3] + bodies[-1:] if sample else bodies:
                 params["txn_id"] = f"txn{counter()}"
                 path = _fill(route.template, params)
                 probes.append(
@@ -354,8 +376,8 @@ async def send_probes(base_url: str, probes: list[Probe], concurrency: int = 24)
 
     async def one(probe: Probe) -> None:
         headers = Headers({"Content-Type": ["application/json"]})
-        if probe.token:
-            headers.setRawHeaders("Authorization", [f"Bearer {probe.token}"])
+        if probe.auth:
+            headers.setRawHeaders("Authorization", [probe.auth])
         producer = BytesProducer(probe.body) if probe.body is not None else None
         url = (base_url + probe.path).encode("ascii")
         try:
@@ -406,7 +428,7 @@ async def _event(client: JsonClient, room_id: str, event_id: str) -> dict[str, A
     return resp.json
 
 
-async def _set_up(anon: JsonClient) -> World:
+async def _set_up(hs: Any, anon: JsonClient) -> World:
     owner = await anon.register("owner")
     fuzzer = await anon.register("fuzzer")
     room = await owner.post(f"{V3}/createRoom", {"preset": "public_chat", "name": "Keep"})
@@ -437,16 +459,25 @@ async def _set_up(anon: JsonClient) -> World:
         side_room_id,
         sent.json["event_id"],
         made.json["filter_id"],
+        hs.server_name,
+        f'X-Matrix origin="{hs.server_name}",destination="{hs.server_name}",'
+        'key="ed25519:fuzz",sig="bm90IGEgc2lnbmF0dXJl"',
     )
 
 
 @pytest_twisted.async_yield_fixture
 async def small_limit_server(db_kind: str, tmp_path):
-    """The `server` fixture's server (both engines) with a 100 kB request limit."""
-    async with running_homeserver(
-        tmp_path, db_kind, POSTGRES_URL, max_request_size=MAX_REQUEST_SIZE
-    ) as pair:
-        yield pair
+    """A server as the `server` fixture makes it (both engines, registration
+    open, rate limits off) with federation on, so the server-server routes are
+    registered too, and a 100 kB request limit."""
+    async with federating_server(
+        tmp_path,
+        "fuzz",
+        db_kind,
+        POSTGRES_URL,
+        overrides={"max_request_size": MAX_REQUEST_SIZE},
+    ) as fed:
+        yield fed.hs, fed.anon
 
 
 @pytest_twisted.ensureDeferred
@@ -454,7 +485,7 @@ async def test_every_route_answers_malformed_input_with_a_matrix_error(small_lim
     """No 5xx and no non-Matrix error body for any bad input on any route; the
     server keeps working and nothing stored before changes."""
     hs, anon = small_limit_server
-    world = await _set_up(anon)
+    world = await _set_up(hs, anon)
     state_before = await _state(world.owner, world.room_id)
     event_before = await _event(world.owner, world.room_id, world.event_id)
     since = (await world.fuzzer.get(f"{V3}/sync", query={"timeout": "0"})).json["next_batch"]
@@ -474,7 +505,9 @@ async def test_every_route_answers_malformed_input_with_a_matrix_error(small_lim
     )
     tracebacks = [f"{r.getMessage()} ({r.exc_info[1]!r})" for r in catcher.records if r.exc_info]
     assert not tracebacks, "server logged tracebacks:\n" + "\n".join(tracebacks[:20])
-    # The walk is complete: every registered route got probes.
+    # The walk is complete: every registered route got probes, the
+    # server-server ones included.
+    assert any(r.template.startswith(SERVER_PREFIXES) for r in hs.router.routes)
     probed = {(p.method, p.route) for p in probes}
     assert probed == {(r.method, r.template) for r in hs.router.routes}, elapsed
 
