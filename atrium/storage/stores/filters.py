@@ -29,6 +29,11 @@ class FilterStore:
         text = encode_canonical_json(filter_json).decode("utf-8")
 
         def txn_fn(txn: Transaction) -> int:
+            if txn.engine.name == "postgres":
+                # Serialise one user's uploads: IDs are MAX + 1 per user, and
+                # under READ COMMITTED concurrent uploads would keep colliding.
+                # (SQLite has a single writer already.)
+                txn.execute("SELECT pg_advisory_xact_lock(hashtext(?))", (user_id,))
             row = txn.select_one(
                 "SELECT filter_id FROM user_filters WHERE user_id = ? AND filter_json = ?",
                 (user_id, text),
