@@ -21,6 +21,11 @@ def setup_logging(config: HomeServerConfig) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(config.log_level)
+    # Twisted's own log (unhandled errors in Deferreds, failures inside
+    # twisted.web) is otherwise only buffered in memory and never shown.
+    from twisted.logger import STDLibLogObserver, globalLogBeginner
+
+    globalLogBeginner.beginLoggingTo([STDLibLogObserver(name="twisted")], redirectStandardIO=False)
 
 
 def _run_async(fn: Any) -> int:

@@ -42,6 +42,13 @@ _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 MAX_PREV_EVENTS = 20
 MAX_AUTH_EVENTS = 10
 
+# Request bodies nested deeper than this are refused: the JSON parser would
+# accept several hundred levels, but copying, freezing and re-encoding such a
+# value recurses once or more per level and would exhaust Python's stack
+# later, in the middle of handling the request. Real Matrix JSON (event
+# content, filters, keys, push rules) is a handful of levels deep.
+MAX_JSON_DEPTH = 100
+
 M_BAD_JSON = "M_BAD_JSON"
 M_TOO_LARGE = "M_TOO_LARGE"
 M_INVALID_PARAM = "M_INVALID_PARAM"
@@ -61,6 +68,12 @@ class StrictJSONError(ValueError):
     """A request body is not strictly valid JSON (``errcode`` M_NOT_JSON)."""
 
     errcode = M_NOT_JSON
+
+
+class JSONTooDeepError(StrictJSONError):
+    """Valid JSON, but nested deeper than MAX_JSON_DEPTH (``errcode`` M_BAD_JSON)."""
+
+    errcode = M_BAD_JSON
 
 
 # -- identifier grammar (appendices "Identifier Grammar") -------------------
@@ -295,21 +308,25 @@ def _reject_constant(name: str) -> Any:
 
 
 def _check_encodable(value: Any) -> None:
-    """Reject lone surrogates (from \\ud800-style escapes) and numbers such as
-    1e400 that Python reads as infinity."""
-    stack = [value]
+    """Reject lone surrogates (from \\ud800-style escapes), numbers such as
+    1e400 that Python reads as infinity, and nesting deeper than
+    MAX_JSON_DEPTH."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
     while stack:
-        item = stack.pop()
+        item, depth = stack.pop()
         if isinstance(item, float) and not math.isfinite(item):
             raise StrictJSONError("number is too large to represent")
         if isinstance(item, str):
             if _has_surrogate(item):
                 raise StrictJSONError("string holds an unpaired UTF-16 surrogate")
-        elif isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
+        elif isinstance(item, dict | list):
+            if depth >= MAX_JSON_DEPTH:
+                raise JSONTooDeepError(f"JSON is nested deeper than {MAX_JSON_DEPTH} levels")
+            if isinstance(item, dict):
+                stack.extend((k, depth) for k in item)
+                stack.extend((v, depth + 1) for v in item.values())
+            else:
+                stack.extend((v, depth + 1) for v in item)
 
 
 def parse_strict_json(data: bytes) -> Any:
@@ -327,7 +344,9 @@ def parse_strict_json(data: bytes) -> Any:
         value = json.loads(text, parse_constant=_reject_constant)
     except StrictJSONError:
         raise
-    except (ValueError, RecursionError) as e:
+    except RecursionError as e:
+        raise JSONTooDeepError(f"JSON is nested deeper than {MAX_JSON_DEPTH} levels") from e
+    except ValueError as e:
         raise StrictJSONError(f"body is not valid JSON: {e}") from e
     _check_encodable(value)
     return value

@@ -25,15 +25,21 @@ from atrium.storage.stores.e2e_keys import E2eKeysStore, KeyEntry
 REMOTE_FAILURE = {"status": 503, "message": "Federation is not available on this server"}
 
 
+# Identifiers (device IDs, algorithms, key IDs, event types, transaction IDs)
+# are database index keys: like the spec's identifiers, at most 255 bytes.
+MAX_IDENTIFIER_BYTES = 255
+
+
 def clean_str(value: Any) -> bool:
-    """A non-empty string the database can store (no NUL, no lone surrogates)."""
+    """A non-empty identifier the database can store and index (no NUL, no
+    lone surrogates, at most MAX_IDENTIFIER_BYTES of UTF-8)."""
     if not isinstance(value, str) or not value or "\x00" in value:
         return False
     try:
-        value.encode("utf-8")
+        encoded = value.encode("utf-8")
     except UnicodeEncodeError:
         return False
-    return True
+    return len(encoded) <= MAX_IDENTIFIER_BYTES
 
 
 def is_user_id(value: Any) -> bool:

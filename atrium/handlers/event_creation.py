@@ -14,6 +14,9 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
+from twisted.internet import defer
+from twisted.python.failure import Failure
+
 from atrium.auth.rules import AuthError, auth_types_for_event, check_auth_rules_for_event
 from atrium.errors import Forbidden, MatrixError, NotFound, TooLarge, UnsupportedRoomVersion
 from atrium.events.builder import build_event
@@ -59,6 +62,8 @@ class EventCreationHandler:
         self.resolver = resolver
         self.sender = sender
         self.clock = clock
+        # (room_id, sender, device_id, txn_id) being sent -> callers waiting for it.
+        self._txn_in_flight: dict[tuple[str, str, str, str], list[defer.Deferred[Any]]] = {}
         self.server_name = server_name
         self.signing_key = signing_key
         # Per room, the last event this process created that may not be
@@ -287,21 +292,64 @@ class EventCreationHandler:
         txn_id: str | None = None,
         device_id: str | None = None,
     ) -> Event:
-        """Create and send one event, idempotently for a client transaction ID."""
+        """Create and send one event, idempotently for a client transaction ID.
+
+        Client-server API "Transaction identifiers": a retry with the same
+        transaction ID is the same request. A retry that arrives while the
+        first is still being sent waits for it and gets its answer (event or
+        error), rather than racing it into the unique index of event_txn_id.
+        """
         room_id, sender = event_dict["room_id"], event_dict["sender"]
-        if txn_id is not None and device_id is not None:
-            existing = await self.stores.events.get_event_id_for_txn(
-                room_id, sender, device_id, txn_id
-            )
-            if existing is not None:
-                event = await self.stores.events.get_event(existing, allow_rejected=True)
-                assert event is not None
-                return event
+        if txn_id is None or device_id is None:
+            event, context = await self.create_event(event_dict, chain=True)
+            await self.send([(event, context)])
+            return event
+        key = (room_id, sender, device_id, txn_id)
+        while key in self._txn_in_flight:
+            waiter: defer.Deferred[Event | None] = defer.Deferred()
+            self._txn_in_flight[key].append(waiter)
+            done = await waiter
+            if done is not None:
+                return done
+            # None: the first attempt was cancelled before it finished; try again.
+        self._txn_in_flight[key] = []
+        try:
+            event = await self._create_and_send_txn(event_dict, txn_id, device_id)
+        except defer.CancelledError:
+            _wake(self._txn_in_flight.pop(key), None)
+            raise
+        except Exception:
+            _wake(self._txn_in_flight.pop(key), Failure())
+            raise
+        _wake(self._txn_in_flight.pop(key), event)
+        return event
+
+    async def _create_and_send_txn(
+        self, event_dict: dict[str, Any], txn_id: str, device_id: str
+    ) -> Event:
+        existing = await self.stores.events.get_event_id_for_txn(
+            event_dict["room_id"], event_dict["sender"], device_id, txn_id
+        )
+        if existing is not None:
+            event = await self.stores.events.get_event(existing, allow_rejected=True)
+            assert event is not None
+            return event
         event, context = await self.create_event(
             event_dict, txn_id=txn_id, device_id=device_id, chain=True
         )
         await self.send([(event, context)])
         return event
+
+
+def _wake(waiters: list[defer.Deferred[Any]], result: Any) -> None:
+    """Resolve the callers waiting on a transaction (those that gave up already are done)."""
+    for waiter in waiters:
+        if waiter.called:
+            continue
+        if isinstance(result, Failure):
+            waiter.errback(result)
+        else:
+            waiter.callback(result)
 
 
 def _draft(event_dict: dict[str, Any], room_version: RoomVersion) -> Event:

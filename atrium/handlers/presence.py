@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from atrium.errors import BadJson, Forbidden, InvalidParam, MissingParam, NotFound
+from atrium.errors import Forbidden, InvalidParam, MissingParam, NotFound
 from atrium.handlers.typing import Publish
+from atrium.http.request import optional_text
 from atrium.replication.streams.presence import row_for_presence
 from atrium.storage.stores.presence import PresenceStore, UserPresence
 from atrium.storage.stores.roommember import RoomMemberStore
@@ -61,11 +62,9 @@ class PresenceHandler:
         state = body.get("presence")
         if state is None:
             raise MissingParam("Missing 'presence'")
-        if state not in PRESENCE_STATES:
+        if not isinstance(state, str) or state not in PRESENCE_STATES:
             raise InvalidParam(f"'presence' must be one of {', '.join(PRESENCE_STATES)}")
-        status_msg = body.get("status_msg")
-        if status_msg is not None and not isinstance(status_msg, str):
-            raise BadJson("'status_msg' must be a string")
+        status_msg = optional_text(body, "status_msg", max_bytes=4 * MAX_STATUS_MSG_LENGTH)
         if status_msg is not None and len(status_msg) > MAX_STATUS_MSG_LENGTH:
             raise InvalidParam("'status_msg' is too long")
         presence = await self.store.set_presence(user_id, state, status_msg, self.clock.time_msec())

@@ -119,6 +119,9 @@ def _validate(field: str, value: Any) -> str | None:
         return None
     if not isinstance(value, str):
         raise BadJson(f"{field!r} must be a string")
+    if "\x00" in value:
+        # PostgreSQL text cannot hold NUL.
+        raise InvalidParam(f"{field!r} must not contain NUL characters")
     if field == "displayname" and len(value) > MAX_DISPLAYNAME_LENGTH:
         raise InvalidParam(f"'displayname' is longer than {MAX_DISPLAYNAME_LENGTH} characters")
     if field == "avatar_url":

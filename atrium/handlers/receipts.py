@@ -58,6 +58,11 @@ class ReceiptsHandler:
             # go with the receipt type.
             if not isinstance(thread_id, str) or not thread_id:
                 raise InvalidParam("thread_id field must be a non-empty string")
+            # "main" or the thread root's event ID (255 bytes at most, "Size limits").
+            if thread_id != "main" and (
+                not thread_id.startswith("$") or len(thread_id.encode("utf-8")) > 255
+            ):
+                raise InvalidParam("thread_id must be 'main' or an event ID")
             if receipt_type == FULLY_READ:
                 raise InvalidParam("thread_id is not allowed for m.fully_read")
         await self._check_joined(user_id, room_id)

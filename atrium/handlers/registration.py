@@ -22,6 +22,7 @@ from atrium.errors import (
     UserInUse,
 )
 from atrium.handlers.auth import AuthHandler
+from atrium.http.request import optional_identifier, optional_text
 from atrium.storage.stores.accounts import AccountStore
 
 # Localpart grammar for new users (spec appendices "User Identifiers").
@@ -164,6 +165,9 @@ class RegistrationHandler:
         password = body.get("password")
         if password is not None and not isinstance(password, str):
             raise BadJson("'password' must be a string")
+        # Checked before the account exists: a bad one must not leave it half made.
+        device_id = optional_identifier(body, "device_id")
+        display = optional_text(body, "initial_device_display_name")
         if username:
             await self.check_available(username.lower())
         await self.uia.check(body, [["m.login.dummy"]])
@@ -171,12 +175,6 @@ class RegistrationHandler:
         user_id = await self.register_user(localpart, password)
         result: dict[str, Any] = {"user_id": user_id, "home_server": self.server_name}
         if not body.get("inhibit_login"):
-            device_id = body.get("device_id")
-            display = body.get("initial_device_display_name")
-            if device_id is not None and not isinstance(device_id, str):
-                raise BadJson("'device_id' must be a string")
-            device_id, token = await self.auth.login(
-                user_id, device_id, display if isinstance(display, str) else None
-            )
+            device_id, token = await self.auth.login(user_id, device_id, display)
             result.update(access_token=token, device_id=device_id)
         return result

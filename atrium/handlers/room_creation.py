@@ -9,6 +9,7 @@ from typing import Any
 from atrium.errors import BadJson, InvalidParam, RoomInUse, UnsupportedRoomVersion
 from atrium.events.event import Event
 from atrium.events.room_versions import DEFAULT_ROOM_VERSION, RoomVersion, get_room_version
+from atrium.handlers.directory import check_room_alias
 from atrium.handlers.event_creation import EventCreationHandler
 from atrium.handlers.membership import RoomMemberHandler
 from atrium.state.context import EventContext
@@ -93,11 +94,12 @@ class RoomCreationHandler:
         room_version = self._room_version(body)
         preset_name = body.get("preset")
         visibility = body.get("visibility", "private")
-        if visibility not in ("public", "private"):
+        if not isinstance(visibility, str) or visibility not in ("public", "private"):
             raise BadJson("'visibility' must be 'public' or 'private'")
         if preset_name is None:
             preset_name = "public_chat" if visibility == "public" else "private_chat"
-        if preset_name not in PRESETS:
+        # A JSON list or object would not even be hashable for the look-up.
+        if not isinstance(preset_name, str) or preset_name not in PRESETS:
             raise BadJson(f"Unknown preset {preset_name!r}")
         preset = PRESETS[preset_name]
         invitees = body.get("invite", [])
@@ -132,6 +134,8 @@ class RoomCreationHandler:
             if ":" in localpart or "#" in localpart or not localpart.strip():
                 raise InvalidParam("room_alias_name must be a plain localpart")
             alias = f"#{localpart}:{self.server_name}"
+            # The same grammar and 255-byte limit as PUT /directory/room/{alias}.
+            check_room_alias(alias)
             if await self.directory.get_room_for_alias(alias) is not None:
                 raise RoomInUse("Room alias already taken")
 

@@ -4,25 +4,25 @@ would see as a 500."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from twisted.web.server import Request
 
 from atrium.errors import BadJson, InvalidParam, MissingParam, NotJson, TooLarge
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
+from atrium.events.validation import JSONTooDeepError, parse_strict_json
 
 
 def decode_json(raw: bytes) -> Any:
-    """Strict JSON: UTF-8 only; NaN and Infinity refused (they are not JSON)."""
+    """Strict JSON (RFC 8259): UTF-8 only; NaN, Infinity, numbers too large
+    for a float (1e400) and unpaired surrogate escapes (``"\\ud800"``) are
+    refused: none of them could be stored or encoded again later. JSON
+    nested deeper than MAX_JSON_DEPTH is M_BAD_JSON."""
     try:
-        text = raw.decode("utf-8")
-        return json.loads(text, parse_constant=_reject_constant)
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise NotJson("Content not JSON") from None
+        return parse_strict_json(raw)
+    except JSONTooDeepError as e:
+        raise BadJson(str(e)) from None
+    except ValueError as e:
+        raise NotJson(f"Content not JSON: {e}") from None
 
 
 def read_body(request: Request, max_size: int) -> bytes:
@@ -135,3 +135,29 @@ def require_keys(body: dict[str, Any], **types: type | tuple[type, ...]) -> None
             raise MissingParam(f"Missing {key!r}")
         if not isinstance(body[key], typ) or (typ is int and isinstance(body[key], bool)):
             raise BadJson(f"{key!r} has the wrong type")
+
+
+def optional_text(body: dict[str, Any], key: str, max_bytes: int = 1024) -> str | None:
+    """An optional free-text field stored as a database string (display names,
+    status messages): None, or a string without NUL (PostgreSQL text cannot
+    hold one) of at most ``max_bytes`` of UTF-8. M_BAD_JSON / M_INVALID_PARAM."""
+    value = body.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise BadJson(f"{key!r} must be a string")
+    if "\x00" in value:
+        raise InvalidParam(f"{key!r} must not contain NUL characters")
+    if len(value.encode("utf-8")) > max_bytes:
+        raise InvalidParam(f"{key!r} is longer than {max_bytes} bytes")
+    return value
+
+
+def optional_identifier(body: dict[str, Any], key: str) -> str | None:
+    """An optional client-chosen identifier (a device ID): None, or a non-empty
+    string without NUL of at most 255 bytes, like the spec's identifiers; it
+    becomes part of database index keys. M_BAD_JSON / M_INVALID_PARAM."""
+    value = optional_text(body, key, max_bytes=255)
+    if value == "":
+        raise InvalidParam(f"{key!r} must not be empty")
+    return value

@@ -45,6 +45,13 @@ REQUEST_SECONDS = Histogram(
 
 _PARAM = re.compile(r"\{(\w+)\}")
 
+# Path parameters are identifiers: room, user and event IDs, aliases, event
+# types and state keys are at most 255 bytes (client-server API "Size limits",
+# appendices "Identifier Grammar"), and the client-chosen ones without a
+# stated limit (transaction IDs, tags, account data types, push rule IDs...)
+# end up in database index keys, which PostgreSQL caps at about 2.7 kB.
+MAX_PATH_PARAM_BYTES = 255
+
 CLIENT_PREFIXES = ("/_matrix/client/v3", "/_matrix/client/r0", "/_matrix/client/unstable")
 
 
@@ -179,6 +186,25 @@ class JsonResource(Resource):
         route, params, known = self.router.match("GET" if method == "HEAD" else method, path)
         if route is not None and self.groups is not None and route.group not in self.groups:
             route, known = None, False
+        too_long = next(
+            (
+                k
+                for k, v in params.items()
+                if len(v.encode("utf-8", "replace")) > MAX_PATH_PARAM_BYTES
+            ),
+            None,
+        )
+        if route is not None and too_long is not None:
+            respond(
+                request,
+                400,
+                {
+                    "errcode": "M_INVALID_PARAM",
+                    "error": f"Path parameter {too_long!r} is over {MAX_PATH_PARAM_BYTES} bytes",
+                },
+            )
+            REQUESTS.labels(method, route.name, "400").inc()
+            return NOT_DONE_YET
         if route is None:
             if known:
                 respond(request, 405, {"errcode": "M_UNRECOGNIZED", "error": "Method not allowed"})

@@ -381,3 +381,16 @@ def test_non_json_is_rejected_with_a_value_error(body):
     with pytest.raises(ValueError) as info:
         parse_strict_json(body)
     assert isinstance(info.value, StrictJSONError) and str(info.value)
+
+
+def test_nesting_deeper_than_the_limit_is_bad_json():
+    """MAX_JSON_DEPTH containers parse; one more is M_BAD_JSON (valid JSON, refused)."""
+    from atrium.events.validation import MAX_JSON_DEPTH, JSONTooDeepError
+
+    ok = b"[" * MAX_JSON_DEPTH + b"]" * MAX_JSON_DEPTH
+    assert parse_strict_json(ok) is not None
+    for depth in (MAX_JSON_DEPTH + 1, 900, 100_000):
+        for raw in (b"[" * depth + b"]" * depth, b'{"a":' * depth + b"1" + b"}" * depth):
+            with pytest.raises(JSONTooDeepError) as info:
+                parse_strict_json(raw)
+            assert info.value.errcode == "M_BAD_JSON"

@@ -19,7 +19,12 @@ from atrium.errors import (
     Unknown,
 )
 from atrium.handlers.registration import user_id_from_identifier
-from atrium.http.request import parse_json_object, query_string
+from atrium.http.request import (
+    optional_identifier,
+    optional_text,
+    parse_json_object,
+    query_string,
+)
 from atrium.http.server import Router, client_paths
 
 
@@ -81,12 +86,8 @@ def register_servlets(hs: Any, router: Router) -> None:
         hs.ratelimit_login.check(user_id)
         if not await auth.check_password(user_id, password):
             raise Forbidden("Invalid username or password")
-        device_id = body.get("device_id")
-        display = body.get("initial_device_display_name")
-        if device_id is not None and not isinstance(device_id, str):
-            raise BadJson("'device_id' must be a string")
-        if display is not None and not isinstance(display, str):
-            raise BadJson("'initial_device_display_name' must be a string")
+        device_id = optional_identifier(body, "device_id")
+        display = optional_text(body, "initial_device_display_name")
         device_id, token = await auth.login(user_id, device_id, display)
         return 200, {
             "user_id": user_id,
@@ -164,9 +165,7 @@ def register_servlets(hs: Any, router: Router) -> None:
     async def update_device(request: Request, device_id: str) -> tuple[int, Any]:
         requester = await auth.get_requester(request)
         body = body_of(request, allow_empty=True)
-        display = body.get("display_name")
-        if display is not None and not isinstance(display, str):
-            raise BadJson("'display_name' must be a string")
+        display = optional_text(body, "display_name")
         if not await accounts.update_device(requester.user_id, device_id, display):
             raise NotFound("No such device")
         await hs.devices.notify_device_update(requester.user_id, [device_id])
