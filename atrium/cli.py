@@ -5,6 +5,7 @@
     atrium generate-config --server-name NAME --data-dir DIR [...]
     atrium register-user -c homeserver.yaml --user NAME --password PW [--admin]
     atrium migrate -c homeserver.yaml
+    atrium status -c homeserver.yaml [--timeout S] [--json]
 
 A config mistake prints one line naming the key and exits with status 2.
 """
@@ -71,6 +72,19 @@ def _parser() -> argparse.ArgumentParser:
 
     mig = sub.add_parser("migrate", help="apply database schema migrations and exit")
     mig.add_argument("-c", "--config", action="append", required=True)
+
+    status = sub.add_parser(
+        "status",
+        help="show every process of the deployment: ready or not, stream positions and lag",
+    )
+    status.add_argument("-c", "--config", action="append", required=True)
+    status.add_argument(
+        "--timeout", type=float, default=5.0, help="seconds to wait for each process (default 5)"
+    )
+    status.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    status.add_argument(
+        "--workers-dir", type=Path, help="worker files to include (default: <config dir>/workers)"
+    )
     return parser
 
 
@@ -145,6 +159,13 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"atrium: config error: {e}", file=sys.stderr)
         return EXIT_CONFIG
+
+    if args.command == "status":
+        from atrium.app.status import run_status
+
+        code, text = run_status(config, args.timeout, args.json, args.workers_dir)
+        print(text)
+        return code
 
     from atrium.app import commands
 
