@@ -61,7 +61,9 @@ def _listener_url(listener: Listener) -> str:
     host = _LOOPBACK.get(host, host)
     if ":" in host:
         host = f"[{host}]"
-    return f"{'https' if listener.tls else 'http'}://{host}:{listener.port}"
+    # Listeners serve plain HTTP (listeners[].tls is accepted but not used, see
+    # docs/configuration.md); TLS terminates at the reverse proxy.
+    return f"http://{host}:{listener.port}"
 
 
 def _http_listener(listeners: Sequence[Listener]) -> Listener | None:
@@ -176,13 +178,16 @@ def render(probes: Sequence[Probe]) -> str:
                 body.get("app") or p.target.app or "?",
                 p.state,
                 p.target.url,
+                str(body.get("version") or "-"),
                 _check_cell(p.body, "database"),
                 link,
                 lag,
                 p.error or "",
             ]
         )
-    lines = _table(["PROCESS", "APP", "STATE", "URL", "DB", "REDIS", "MAX LAG", "PROBLEM"], rows)
+    lines = _table(
+        ["PROCESS", "APP", "STATE", "URL", "VERSION", "DB", "REDIS", "MAX LAG", "PROBLEM"], rows
+    )
 
     # (stream, writer) -> process -> its stream entry
     by_stream: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}

@@ -103,7 +103,11 @@ def test_status_of_a_multi_process_deployment(tmp_path):
         assert result.returncode == 0, result.stdout + result.stderr
         rows = _process_rows(result.stdout)
         assert set(rows) == {"master", "sync1", "event_writer1"}
-        for name, app in (("master", "master"), ("sync1", "sync"), ("event_writer1", "event_writer")):
+        for name, app in (
+            ("master", "master"),
+            ("sync1", "sync"),
+            ("event_writer1", "event_writer"),
+        ):
             assert rows[name][1:3] == [app, "ready"], result.stdout
             assert rows[name][3] == d.url(name)
         assert "3 of 3 processes ready" in result.stdout
@@ -115,9 +119,11 @@ def test_status_of_a_multi_process_deployment(tmp_path):
         metrics = _metrics(d.metrics_ports["sync1"])
         assert _sample(metrics, 'atrium_replication_connected{transport="redis"}') == 1
         label = 'stream="events",writer="event_writer1"'
-        assert _sample(metrics, f"atrium_stream_writer_position{{{label}}}") >= _sample(
-            metrics, f"atrium_stream_position{{{label}}}"
-        ) > 0
+        assert (
+            _sample(metrics, f"atrium_stream_writer_position{{{label}}}")
+            >= _sample(metrics, f"atrium_stream_position{{{label}}}")
+            > 0
+        )
 
         d.processes["sync1"].stop()
         result = _status(d.config_path)

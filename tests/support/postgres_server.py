@@ -76,9 +76,11 @@ class PostgresServer:
             try:
                 psycopg2.connect(self.url, connect_timeout=1).close()
                 return
-            except psycopg2.OperationalError:
+            except psycopg2.OperationalError as e:
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"PostgreSQL did not start: {self.log.read_text()[-2000:]}")
+                    raise TimeoutError(
+                        f"PostgreSQL did not start: {self.log.read_text()[-2000:]}"
+                    ) from e
                 time.sleep(0.05)
 
     def stop(self) -> None:
