@@ -11,8 +11,9 @@ from __future__ import annotations
 import pytest
 import pytest_twisted
 from prometheus_client import REGISTRY
-from twisted.internet import reactor, task
+from twisted.internet import reactor, task, threads
 
+from atrium.app.status import Target, probe, render
 from tests.replication.support import wait_until
 from tests.support.client import JsonClient
 from tests.support.postgres_server import PostgresServer
@@ -70,6 +71,10 @@ async def test_ready_fails_while_the_database_is_unreachable(tmp_path, own_postg
         assert body["status"] == "not ready" and body["failing"] == ["database"]
         assert body["checks"]["database"]["ok"] is False and body["checks"]["database"]["error"]
         assert (await anon.get("/health/live", token=False)).code == 200
+        # What `atrium status` makes of it (a blocking client: off the reactor thread).
+        seen = await threads.deferToThread(probe, Target("master", anon.base_url), 5.0)
+        assert (seen.state, seen.error) == ("NOT READY", "database")
+        assert "NOT READY" in render([seen]).splitlines()[1]
         own_postgres.start()
         body = await _wait_ready_code(anon, 200)
         assert body["checks"]["database"]["ok"] is True
