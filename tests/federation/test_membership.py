@@ -163,9 +163,12 @@ async def test_rejecting_a_remote_invite_tells_the_inviting_server(sqlite_server
     assert local.membership == "leave"
     leave = await b.hs.stores.events.get_event(local.event_id)
     assert leave.content.get("reason") == "no thanks"
-    assert leave.event_id == (await a.hs.stores.members.get_current_state_ids(room_id))[
-        ("m.room.member", bob.user_id)
-    ]
+    assert (
+        leave.event_id
+        == (await a.hs.stores.members.get_current_state_ids(room_id))[
+            ("m.room.member", bob.user_id)
+        ]
+    )
 
 
 @pytest_twisted.ensureDeferred
