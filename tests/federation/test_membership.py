@@ -39,11 +39,12 @@ async def send_text(client, room_id, body, txn):
     return sent.json["event_id"]
 
 
-async def invite_and_join(a, b, alice, bob, preset="private_chat"):
+async def invite_and_join(a, b, alice, bob, preset="private_chat", power_levels=None):
     """alice@A creates a room and invites bob@B, who joins over federation."""
-    created = await alice.post(
-        f"{CLIENT_V3}/createRoom", {"preset": preset, "name": "Federated room"}
-    )
+    body = {"preset": preset, "name": "Federated room"}
+    if power_levels is not None:
+        body["power_level_content_override"] = power_levels
+    created = await alice.post(f"{CLIENT_V3}/createRoom", body)
     assert created.code == 200, created
     room_id = created.json["room_id"]
     invited = await alice.post(f"{CLIENT_V3}/rooms/{q(room_id)}/invite", {"user_id": bob.user_id})
