@@ -243,9 +243,12 @@ class FederationMembershipHandler:
             event = self._countersigned(event)
         event.internal_metadata.send_on_behalf_of = origin
         try:
-            await self.events.on_send_membership_event(origin, event)
+            written = await self.events.on_send_membership_event(origin, event)
         except PduError as e:
             raise Forbidden(str(e)) from None
+        if written is not None:
+            # The answer is read here: wait until this process saw the write.
+            await self.creation.wait_for_position(*written)
         stored = await self.stores.events.get_event(event.event_id, allow_none=True)
         if stored is None:
             # Seen before but rejected, or not stored at all.

@@ -69,7 +69,12 @@ async def test_join_and_invite_through_workers(tmp_path):
                 b.name, room_id, event.event_id, event.get_pdu_json()
             )
             assert any(e["type"] == "m.room.create" for e in result["state"])
-            assert carol.user_id in await master.stores.members.get_users_in_room(room_id)
+            assert carol.user_id in await reader.stores.members.get_users_in_room(room_id)
+
+            async def master_has_carol():
+                return carol.user_id in await master.stores.members.get_users_in_room(room_id)
+
+            await wait_until(master_has_carol)
 
             # Invites of a remote user made on a worker-backed server.
             invite_room = await alice.post(f"{CLIENT_V3}/createRoom", {"preset": "private_chat"})
@@ -97,3 +102,18 @@ async def test_join_and_invite_through_workers(tmp_path):
                 return "back to the workers" in timeline_bodies(await sync_rooms(alice), room_id)
 
             await wait_until(alice_sees)
+
+            # alice (on the worker deployment) joins a room of B's: the join is
+            # created on the master and persisted by event_writer1 with the
+            # state send_join gave.
+            b_room = await bob.post(f"{CLIENT_V3}/createRoom", {"preset": "public_chat"})
+            b_room_id = b_room.json["room_id"]
+            joined = await alice.post(f"{CLIENT_V3}/join/{q(b_room_id)}", {})
+            assert joined.code == 200, joined
+            assert alice.user_id in await master.stores.members.get_users_in_room(b_room_id)
+            await send_text(bob, b_room_id, "welcome to B", "w3")
+
+            async def alice_sees_b():
+                return "welcome to B" in timeline_bodies(await sync_rooms(alice), b_room_id)
+
+            await wait_until(alice_sees_b)
