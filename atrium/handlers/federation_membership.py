@@ -220,6 +220,16 @@ class FederationMembershipHandler:
             raise InvalidParam("The event's state_key is not its sender")
         if server_of(event.sender) != origin:
             raise InvalidParam(f"The event's sender is not a user of {origin}")
+        authoriser = event.content.get("join_authorised_via_users_server")
+        if (
+            membership == "join"
+            and room_version.restricted_join_rule
+            and isinstance(authoriser, str)
+            and self.is_mine(authoriser)
+        ):
+            # Our signature is one the event needs (rooms/v8 auth rule 4.2):
+            # add it before checking the set.
+            event = self._countersigned(event)
         try:
             await self.keyring.verify_event(room_version, event.as_dict_ref())
         except SignatureVerifyError as e:
@@ -233,14 +243,6 @@ class FederationMembershipHandler:
     ) -> Event:
         """Check and persist a join or leave from send_join/send_leave; the stored event."""
         event = await self._checked_membership_event(origin, room_id, event_id, pdu, membership)
-        authoriser = event.content.get("join_authorised_via_users_server")
-        if (
-            membership == "join"
-            and event.room_version.restricted_join_rule
-            and isinstance(authoriser, str)
-            and self.is_mine(authoriser)
-        ):
-            event = self._countersigned(event)
         event.internal_metadata.send_on_behalf_of = origin
         try:
             written = await self.events.on_send_membership_event(origin, event)
