@@ -230,13 +230,17 @@ class FederationMembershipHandler:
             # Our signature is one the event needs (rooms/v8 auth rule 4.2):
             # add it before checking the set.
             event = self._countersigned(event)
+        await self._check_signed(event)
+        return event
+
+    async def _check_signed(self, event: Event) -> None:
+        """400 M_INVALID_PARAM unless validly signed by every server it needs, hash matching."""
         try:
-            await self.keyring.verify_event(room_version, event.as_dict_ref())
+            await self.keyring.verify_event(event.room_version, event.as_dict_ref())
         except SignatureVerifyError as e:
             raise InvalidParam(f"Signature check failed: {e.reason}") from None
         if not check_content_hash(dict(event.as_dict_ref())):
             raise InvalidParam("The event's content hash does not match its content")
-        return event
 
     async def send_membership(
         self, origin: str, room_id: str, event_id: str, pdu: Any, membership: str
@@ -316,12 +320,7 @@ class FederationMembershipHandler:
             raise InvalidParam(f"{target} does not exist on this server")
         if server_of(event.sender) != origin:
             raise InvalidParam(f"The invite's sender is not a user of {origin}")
-        try:
-            await self.keyring.verify_event(room_version, event.as_dict_ref())
-        except SignatureVerifyError as e:
-            raise InvalidParam(f"Signature check failed: {e.reason}") from None
-        if not check_content_hash(dict(event.as_dict_ref())):
-            raise InvalidParam("The event's content hash does not match its content")
+        await self._check_signed(event)
         signed = self._countersigned(event)
         answer = signed.get_pdu_json()
         if await self.stores.members.is_host_joined(room_id, self.server_name):

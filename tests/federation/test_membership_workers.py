@@ -10,7 +10,13 @@ import pytest_twisted
 from atrium.events.room_versions import get_room_version
 from atrium.handlers.event_writer import writer_for_room
 from tests.conftest import POSTGRES_URL, requires_postgres
-from tests.federation.support import CLIENT_V3, federating_server, free_port, wait_until
+from tests.federation.support import (
+    CLIENT_V3,
+    federating_server,
+    federation_section,
+    free_port,
+    wait_until,
+)
 from tests.federation.test_membership import send_text, sync_rooms, timeline_bodies
 from tests.support.client import q
 from tests.workers.inprocess import client_for, in_process_deployment
@@ -21,13 +27,7 @@ pytestmark = [requires_postgres]
 @pytest_twisted.ensureDeferred
 async def test_join_and_invite_through_workers(tmp_path):
     fed_port = free_port()
-    section = {
-        "port": fed_port,
-        "tls_certificate_path": None,
-        "tls_private_key_path": None,
-        "verify_certificates": False,
-        "allow_private_ips": True,
-    }
+    section = federation_section(fed_port)
     async with in_process_deployment(
         tmp_path,
         POSTGRES_URL,
