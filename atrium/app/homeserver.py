@@ -524,6 +524,8 @@ class HomeServer:
         self.federation = build_federation(self, **getattr(self, "federation_options", {}))
         if self.federation is not None:
             self._services.append(self.federation)
+            # Joins, leaves and invites this server cannot do alone.
+            self.room_members.remote = self.federation.remote_membership
 
     def _register_federation_servlets(self) -> None:
         if self.federation is None:

@@ -11,7 +11,7 @@ contexts from its own view of the room and persists them.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from atrium.events.event import Event, EventInternalMetadata, make_event_from_dict
@@ -76,40 +76,38 @@ class LocalEventWriter:
 
 
 def encode_events(
-    events_and_contexts: Sequence[tuple[Event, EventContext]],
+    events: Sequence[Event], states_before: Mapping[str, StateMap] | None = None
 ) -> list[dict[str, Any]]:
     """Events as JSON for the send_events endpoint (PDU plus what is not in it).
 
-    The writer recomputes each context from its own view of the room, except
-    what only the sender knows: a rejection (from federation auth checks) and
-    a state before the event given outright (a remote server's /state_ids
-    or send_join answer, when we lack the prev_events).
+    ``states_before``: event ID -> the state before it, for events whose
+    state does not follow from their prev_events (e.g. our join to a room
+    on another server: its state came with send_join).
     """
     out = []
-    for event, context in events_and_contexts:
+    for event in events:
         meta = event.internal_metadata
-        given = context.given_state_before
-        out.append(
-            {
-                "rejected_reason": context.rejected,
-                "state_ids_before": (
-                    None if given is None else [[t, k, e] for (t, k), e in given.items()]
-                ),
-                "room_version": event.room_version.identifier,
-                "format_version": int(event.format_version),
-                "pdu": event.get_dict(),
-                "event_id": event.event_id,
-                "txn_id": meta.txn_id,
-                "device_id": meta.device_id,
-                "outlier": meta.outlier,
-                "soft_failed": meta.soft_failed,
-            }
-        )
+        item: dict[str, Any] = {
+            "room_version": event.room_version.identifier,
+            "format_version": int(event.format_version),
+            "pdu": event.get_dict(),
+            "event_id": event.event_id,
+            "txn_id": meta.txn_id,
+            "device_id": meta.device_id,
+            "outlier": meta.outlier,
+            "soft_failed": meta.soft_failed,
+            "out_of_band_membership": meta.out_of_band_membership,
+            "send_on_behalf_of": meta.send_on_behalf_of,
+            "rejected_reason": event.rejected_reason,
+        }
+        state = (states_before or {}).get(event.event_id)
+        if state is not None:
+            item["state_before"] = [[t, k, e] for (t, k), e in sorted(state.items())]
+        out.append(item)
     return out
 
 
-def decode_events(items: Any) -> list[tuple[Event, str | None, StateMap | None]]:
-    """(event, rejected reason, state before given outright) for each item."""
+def decode_events(items: Any) -> list[Event]:
     if not isinstance(items, list):
         raise ValueError("'events' must be a list")
     events = []
@@ -122,21 +120,37 @@ def decode_events(items: Any) -> list[tuple[Event, str | None, StateMap | None]]
             soft_failed=bool(item.get("soft_failed")),
             txn_id=item.get("txn_id"),
             device_id=item.get("device_id"),
+            out_of_band_membership=bool(item.get("out_of_band_membership")),
+            send_on_behalf_of=item.get("send_on_behalf_of"),
         )
         event = make_event_from_dict(
-            item["pdu"], room_version, EventFormatVersion(item["format_version"]), meta
+            item["pdu"],
+            room_version,
+            EventFormatVersion(item["format_version"]),
+            meta,
+            item.get("rejected_reason"),
         )
         if event.event_id != item["event_id"]:
             raise ValueError(f"event ID mismatch for {item['event_id']}")
-        rejected = item.get("rejected_reason")
-        if rejected is not None and not isinstance(rejected, str):
-            raise ValueError("'rejected_reason' must be a string")
-        given = item.get("state_ids_before")
-        state: StateMap | None = None
-        if given is not None:
-            state = {(str(t), str(k)): str(e) for t, k, e in given}
-        events.append((event, rejected, state))
+        events.append(event)
     return events
+
+
+def decode_states_before(items: Any) -> dict[str, dict[tuple[str, str], str]]:
+    """event ID -> given state before it (see ``encode_events``)."""
+    states: dict[str, dict[tuple[str, str], str]] = {}
+    for item in items:
+        entries = item.get("state_before")
+        if entries is None:
+            continue
+        state: dict[tuple[str, str], str] = {}
+        for entry in entries:
+            event_type, state_key, event_id = entry
+            if not all(isinstance(v, str) for v in (event_type, state_key, event_id)):
+                raise ValueError("state_before entries are [type, state_key, event_id]")
+            state[(event_type, state_key)] = event_id
+        states[item["event_id"]] = state
+    return states
 
 
 class RoutingEventSender:
@@ -164,10 +178,15 @@ class RoutingEventSender:
         writer = writer_for_room(rooms.pop(), self.writers)
         if writer == self.instance_name and self.local is not None:
             return await self.local.send_events(events_and_contexts)
+        states_before = {}
+        for event, context in events_and_contexts:
+            given = context.given_state_before()
+            if given is not None:
+                states_before[event.event_id] = given
         answer = await self.call_remote(
             writer,
             SEND_EVENTS_ENDPOINT,
-            {"events": encode_events(events_and_contexts)},
+            {"events": encode_events([e for e, _ in events_and_contexts], states_before)},
         )
         return answer["instance"], int(answer["stream_ordering"])
 
@@ -185,23 +204,24 @@ class SendEventsEndpoint:
     async def handle(self, body: dict[str, Any]) -> tuple[int, Any]:
         try:
             events = decode_events(body.get("events"))
+            states_before = decode_states_before(body.get("events"))
         except (KeyError, TypeError, ValueError) as e:
             return 400, {"errcode": "M_BAD_JSON", "error": f"bad send_events body: {e}"}
         contexts: dict[str, EventContext] = {}
         pending: dict[str, Event] = {}
         items = []
-        for event, rejected, state_before in events:
+        for event in events:
             context = await compute_event_context(
                 event,
                 self.state_store,
                 self.resolver,
                 prev_contexts=contexts,
                 event_map=dict(pending),
-                state_ids_before=state_before,
+                state_ids_before=states_before.get(event.event_id),
             )
-            if rejected is not None:
-                event.rejected_reason = rejected
-                context = context.with_rejection(rejected)
+            if event.rejected_reason is not None:
+                # Rejected by the sending process's checks: stored without effect.
+                context = context.with_rejection(event.rejected_reason)
             contexts[event.event_id] = context
             pending[event.event_id] = event
             items.append((event, context))

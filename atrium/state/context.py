@@ -74,9 +74,15 @@ class EventContext:
     rejected: str | None = None
     state_group_writes: tuple[StateGroupWrite, ...] = ()
     unwritten_states: Mapping[int, StateMap] = attrs.field(factory=dict, eq=False, repr=False)
-    # The state before the event when it was given outright (not derived
-    # from prev_events): another process persisting the event needs it.
-    given_state_before: StateMap | None = attrs.field(default=None, eq=False, repr=False)
+    # The state before came from outside (``state_ids_before``), not from the
+    # prev_events: a writer in another process must be given it too.
+    state_before_given: bool = False
+
+    def given_state_before(self) -> StateMap | None:
+        """The state before the event when it was given rather than computed."""
+        if not self.state_before_given or self.state_group_before is None:
+            return None
+        return self.unwritten_states.get(self.state_group_before)
 
     @staticmethod
     def for_outlier(rejected: str | None = None) -> EventContext:
@@ -104,7 +110,7 @@ class EventContext:
             reason,
             before_writes,
             unwritten,
-            given_state_before=self.given_state_before,
+            self.state_before_given,
         )
 
     def known_states(self) -> Mapping[int, StateMap]:
@@ -318,7 +324,7 @@ async def compute_event_context(
         None,
         tuple(writes),
         unwritten,
-        given_state_before=before_state if state_ids_before is not None else None,
+        state_ids_before is not None,
     )
 
 

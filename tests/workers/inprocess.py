@@ -33,14 +33,20 @@ async def in_process_deployment(
     postgres_server: str,
     workers: list[tuple[str, int]],
     overrides: dict[str, Any] | None = None,
+    *,
+    server_name: str = "inprocess.test",
+    federation: dict[str, Any] | None = None,
 ) -> AsyncIterator[tuple[dict[str, HomeServer], InProcessBus]]:
     """name -> started HomeServer (the master is "master"), and the bus they share.
 
-    ``overrides`` are top-level keys set in homeserver.yaml."""
+    ``overrides`` are top-level keys set in homeserver.yaml; ``federation``:
+    a federation section (see tests/federation/support.py).
+    """
     db_url = create_postgres_database(postgres_server)
     config_path, worker_files = generate_config(
         tmp_path / "hs",
-        "inprocess.test",
+        server_name,
+        federation=federation,
         database_url=db_url,
         # Never contacted: the InProcessBus replaces Redis.
         redis_url="redis://127.0.0.1:1",

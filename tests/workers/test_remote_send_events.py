@@ -70,7 +70,7 @@ async def test_given_state_and_rejection_reach_a_remote_writer(tmp_path):
 
         # Rejected on the sender: stored rejected by the writer, never served.
         bad, bad_context, _ = await _event_after_a_gap(master, room_id, alice.user_id, "no")
-        bad.rejected_reason = "test: not allowed"
+        bad.rejected_reason = "test: no"
         await master.event_sender.send_events([(bad, bad_context.with_rejection("test: no"))])
         stored = await writer.stores.events.get_event(bad.event_id, allow_rejected=True)
         assert stored.rejected_reason == "test: no"
