@@ -524,6 +524,9 @@ class HomeServer:
         self.federation = build_federation(self, **getattr(self, "federation_options", {}))
         if self.federation is not None:
             self._services.append(self.federation)
+            from atrium.handlers.e2e_keys_remote import RemoteE2eKeys
+
+            self.e2e_keys.remote = RemoteE2eKeys(self.federation.client)
 
     def _register_federation_servlets(self) -> None:
         if self.federation is None:
