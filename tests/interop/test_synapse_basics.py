@@ -13,6 +13,7 @@ import pytest_twisted
 from atrium.federation.keys import parse_server_keys
 from tests.federation.support import CLIENT_V3, FED_V1, federating_server
 from tests.support.client import JsonClient, q
+from tests.support.e2ee import TestDevice, cross_signing_key, signed, upload
 
 pytestmark = pytest.mark.synapse
 
@@ -106,3 +107,54 @@ async def test_profile_queries_both_ways(synapse, atrium):
     assert ours.json["displayname"] == "Atrium Alice"
     unknown = await sy.get(f"{CLIENT_V3}/profile/{q('@nobody:' + atrium.name)}")
     assert unknown.code == 404, unknown
+
+
+@pytest_twisted.ensureDeferred
+async def test_e2e_keys_queried_and_claimed_both_ways(synapse, atrium):
+    sy = await synapse_client(synapse).register("sy_keys")
+    alice = await atrium.anon.register("alice")
+    sy_device = TestDevice(sy.user_id, sy.device_id)
+    alice_device = TestDevice(alice.user_id, alice.device_id)
+    for client, device in ((sy, sy_device), (alice, alice_device)):
+        await upload(
+            client,
+            {
+                "device_keys": device.device_keys(),
+                "one_time_keys": device.one_time_keys(["k1"]),
+            },
+        )
+    master, master_key = cross_signing_key(sy.user_id, "master")
+    ssk = signed(cross_signing_key(sy.user_id, "self_signing")[0], sy.user_id, master_key)
+    uploaded = await sy.post(
+        f"{CLIENT_V3}/keys/device_signing/upload", {"master_key": master, "self_signing_key": ssk}
+    )
+    assert uploaded.code == 200, uploaded
+
+    # Atrium's client asks for the Synapse user's keys (no shared room).
+    query = await alice.post(f"{CLIENT_V3}/keys/query", {"device_keys": {sy.user_id: []}})
+    assert query.code == 200 and query.json["failures"] == {}, query
+    got = query.json["device_keys"][sy.user_id][sy.device_id]
+    assert got["keys"] == sy_device.device_keys()["keys"]
+    assert got["signatures"][sy.user_id] == sy_device.device_keys()["signatures"][sy.user_id]
+    assert query.json["master_keys"][sy.user_id]["keys"] == master["keys"]
+    assert query.json["self_signing_keys"][sy.user_id]["keys"] == ssk["keys"]
+    claim = await alice.post(
+        f"{CLIENT_V3}/keys/claim",
+        {"one_time_keys": {sy.user_id: {sy.device_id: "signed_curve25519"}}},
+    )
+    assert claim.code == 200 and claim.json["failures"] == {}, claim
+    assert list(claim.json["one_time_keys"][sy.user_id][sy.device_id]) == ["signed_curve25519:k1"]
+
+    # Synapse's client asks for the Atrium user's keys: Synapse sends us
+    # /user/keys/query and /user/keys/claim.
+    query = await sy.post(f"{CLIENT_V3}/keys/query", {"device_keys": {alice.user_id: []}})
+    assert query.code == 200 and query.json["failures"] == {}, query
+    got = query.json["device_keys"][alice.user_id][alice.device_id]
+    assert got["keys"] == alice_device.device_keys()["keys"]
+    claim = await sy.post(
+        f"{CLIENT_V3}/keys/claim",
+        {"one_time_keys": {alice.user_id: {alice.device_id: "signed_curve25519"}}},
+    )
+    assert claim.code == 200 and claim.json["failures"] == {}, claim
+    (key,) = claim.json["one_time_keys"][alice.user_id][alice.device_id].values()
+    assert key["key"] == f"otk-k1-{alice.device_id}"
