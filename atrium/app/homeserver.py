@@ -527,6 +527,15 @@ class HomeServer:
             from atrium.handlers.e2e_keys_remote import RemoteE2eKeys
 
             self.e2e_keys.remote = RemoteE2eKeys(self.federation.client)
+            from atrium.handlers.federation_backfill import BackfillHandler
+
+            self.pagination.backfill = BackfillHandler(
+                stores=self.stores,
+                events=self.federation.events,
+                client=self.federation.client,
+                clock=self.clock,
+                server_name=self.server_name,
+            )
 
     def _register_federation_servlets(self) -> None:
         if self.federation is None:

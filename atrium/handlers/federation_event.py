@@ -188,6 +188,7 @@ class FederationEventHandler:
         event: Event,
         state_ids_before: dict[tuple[str, str], str] | None = None,
         check_soft_fail: bool = True,
+        backfilled: bool = False,
     ) -> None:
         """Checks 4-6 and persist (the caller checked signatures and hashes).
 
@@ -222,7 +223,7 @@ class FederationEventHandler:
             logger.info("Rejecting %s from %s: %s", event.event_id, origin, rejected)
             event.rejected_reason = rejected
             context = context.with_rejection(rejected)
-        elif check_soft_fail:
+        elif check_soft_fail and not backfilled:
             # Step 6: soft failure against the room's current state.
             current = await self.stores.members.get_current_state_ids(event.room_id)
             current_ids = [current[k] for k in types if k in current]
@@ -231,7 +232,7 @@ class FederationEventHandler:
                 if reason is not None:
                     logger.info("Soft-failing %s from %s: %s", event.event_id, origin, reason)
                     event.internal_metadata.soft_failed = True
-        await self.sender.send_events([(event, context)])
+        await self.sender.send_events([(event, context)], backfilled=backfilled)
 
     async def _state_events(self, event_ids: Collection[str]) -> dict[tuple[str, str], Event]:
         events = await self.stores.events.get_events(list(event_ids))
