@@ -536,6 +536,8 @@ class HomeServer:
                 clock=self.clock,
                 server_name=self.server_name,
             )
+            # Joins, leaves and invites this server cannot do alone.
+            self.room_members.remote = self.federation.remote_membership
 
     def _register_federation_servlets(self) -> None:
         if self.federation is None:

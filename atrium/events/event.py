@@ -41,6 +41,10 @@ class EventInternalMetadata:
     redacted: bool = False
     # Set on events we sent out as part of a room's history (backfill etc.).
     out_of_band_membership: bool = False
+    # A remote server's membership event that reached us through send_join or
+    # send_leave: the federation sender relays it to the room's other servers
+    # (not back to this origin). Server-server API "Joining Rooms".
+    send_on_behalf_of: str | None = None
 
 
 class Event:

@@ -193,16 +193,31 @@ class FederationSender:
         return {u.split(":", 1)[1] for u in users} - {self.server_name}
 
     async def _on_event_rows(self, rows: Iterable[Any]) -> None:
-        wanted = [r.event_id for r in rows if not r.outlier and self.hs.is_mine(r.sender)]
+        # Our users' events, and remote membership events that may have come
+        # through send_join/send_leave (only those are relayed, see below).
+        wanted = [
+            r.event_id
+            for r in rows
+            if not r.outlier and (self.hs.is_mine(r.sender) or r.membership is not None)
+        ]
         if not wanted:
             return
         events = await self.hs.stores.events.get_events_as_list(wanted)
         for event in events:
             if event.internal_metadata.soft_failed:
                 continue
+            relayed_for = None
+            if not self.hs.is_mine(event.sender):
+                # A join or leave handed to us by send_join/send_leave: the
+                # joining server sent it to us alone, so we broadcast it
+                # (server-server API "Joining Rooms"); never back to its origin.
+                relayed_for = event.internal_metadata.send_on_behalf_of
+                if relayed_for is None:
+                    continue
             destinations = await self._remote_hosts(event.room_id)
             if event.type == "m.room.member" and event.state_key and ":" in event.state_key:
                 destinations.add(event.state_key.split(":", 1)[1])
+            destinations.discard(relayed_for or "")
             self.send_pdu(event, destinations)
 
     async def _on_typing_rows(self, rows: Iterable[Any]) -> None:

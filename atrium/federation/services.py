@@ -4,7 +4,10 @@
 and handlers exist, and returns ``None`` when federation is off (no
 ``federation:`` section). Otherwise ``hs.federation`` holds:
 - ``client`` (FederationHttpClient), ``keyring``, ``authenticator``;
-- inbound handlers: ``events``, ``edus``, ``transactions``, ``reads``, ``queries``;
+- inbound handlers: ``events``, ``edus``, ``transactions``, ``reads``, ``queries``,
+  ``membership`` (make/send_join, make/send_leave, invite);
+- ``remote_membership``: our users joining, leaving and inviting on other
+  servers (what RoomMemberHandler delegates to);
 - ``sender``: the outbound queues, only on the instances listed in
   ``federation.sender_instances`` (the master by default), else None.
 It is a service: ``start`` starts the sender and listens for
@@ -33,9 +36,11 @@ from atrium.federation.tls import (
 )
 from atrium.handlers.federation_edu import FederationEduHandler
 from atrium.handlers.federation_event import FederationEventHandler
+from atrium.handlers.federation_membership import FederationMembershipHandler
 from atrium.handlers.federation_query import FederationQueryHandler
 from atrium.handlers.federation_read import FederationReadHandler
 from atrium.handlers.federation_transaction import TransactionHandler
+from atrium.handlers.remote_membership import RemoteMembershipHandler
 from atrium.http.server import JsonResource
 from atrium.http.site import AtriumSite
 
@@ -100,6 +105,27 @@ class FederationServices:
             federation_store=self.store,
             is_mine=hs.is_mine,
             server_name=hs.server_name,
+        )
+        self.membership = FederationMembershipHandler(
+            stores=hs.stores,
+            accounts=hs.accounts,
+            creation=hs.event_creation,
+            events=self.events,
+            reads=self.reads,
+            keyring=self.keyring,
+            event_sender=hs.event_sender,
+            server_name=hs.server_name,
+            signing_key=hs.signing_key,
+        )
+        self.remote_membership = RemoteMembershipHandler(
+            stores=hs.stores,
+            client=self.client,
+            keyring=self.keyring,
+            events=self.events,
+            creation=hs.event_creation,
+            clock=hs.clock,
+            server_name=hs.server_name,
+            signing_key=hs.signing_key,
         )
         self.sender: FederationSender | None = None
         if hs.instance_name in config.sender_instances:

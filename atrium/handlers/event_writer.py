@@ -99,6 +99,9 @@ def encode_events(events: Sequence[Event]) -> list[dict[str, Any]]:
                 "device_id": meta.device_id,
                 "outlier": meta.outlier,
                 "soft_failed": meta.soft_failed,
+                "out_of_band_membership": meta.out_of_band_membership,
+                "send_on_behalf_of": meta.send_on_behalf_of,
+                "rejected_reason": event.rejected_reason,
             }
         )
     return out
@@ -117,9 +120,15 @@ def decode_events(items: Any) -> list[Event]:
             soft_failed=bool(item.get("soft_failed")),
             txn_id=item.get("txn_id"),
             device_id=item.get("device_id"),
+            out_of_band_membership=bool(item.get("out_of_band_membership")),
+            send_on_behalf_of=item.get("send_on_behalf_of"),
         )
         event = make_event_from_dict(
-            item["pdu"], room_version, EventFormatVersion(item["format_version"]), meta
+            item["pdu"],
+            room_version,
+            EventFormatVersion(item["format_version"]),
+            meta,
+            item.get("rejected_reason"),
         )
         if event.event_id != item["event_id"]:
             raise ValueError(f"event ID mismatch for {item['event_id']}")
@@ -187,6 +196,9 @@ class SendEventsEndpoint:
                 prev_contexts=contexts,
                 event_map=dict(pending),
             )
+            if event.rejected_reason is not None:
+                # Rejected by the sending process's checks: stored without effect.
+                context = context.with_rejection(event.rejected_reason)
             contexts[event.event_id] = context
             pending[event.event_id] = event
             items.append((event, context))

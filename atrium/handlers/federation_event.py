@@ -188,15 +188,22 @@ class FederationEventHandler:
         event: Event,
         state_ids_before: dict[tuple[str, str], str] | None = None,
         check_soft_fail: bool = True,
+        store_rejected: bool = True,
         backfilled: bool = False,
-    ) -> None:
+    ) -> Any:
         """Checks 4-6 and persist (the caller checked signatures and hashes).
 
         ``state_ids_before`` gives the state before the event outright (e.g.
         from a send_join answer, its events already stored as outliers);
         otherwise it comes from the event's stored prev_events.
         ``check_soft_fail`` is off for the event that joins us to a room: we
-        have no current state to check it against yet.
+        have no current state to check it against yet. With
+        ``store_rejected=False`` (an event handed to us directly, e.g. by
+        send_join) a rejected or soft-failed event raises PduError and is not
+        stored. ``backfilled`` history is persisted below the timeline
+        (outside current state and forward extremities), without the
+        soft-fail check, which is about the present. Returns the event
+        sender's answer: (writer, stream position).
         """
         room_version = event.room_version
         auth_ids = event.auth_event_ids()
@@ -232,7 +239,33 @@ class FederationEventHandler:
                 if reason is not None:
                     logger.info("Soft-failing %s from %s: %s", event.event_id, origin, reason)
                     event.internal_metadata.soft_failed = True
-        await self.sender.send_events([(event, context)], backfilled=backfilled)
+        if not store_rejected:
+            if event.rejected_reason is not None:
+                raise PduError(f"Event not allowed: {event.rejected_reason}", event.event_id)
+            if event.internal_metadata.soft_failed:
+                raise PduError("Event not allowed by the room's current state", event.event_id)
+        return await self.sender.send_events([(event, context)], backfilled=backfilled)
+
+    async def on_send_membership_event(self, origin: str, event: Event) -> bool:
+        """A membership event handed to us by send_join/send_leave (checked
+        format, signatures and hashes): checks 4-6 against the state at its
+        prev_events, which must be known here, then persist.
+
+        Returns False when we already had it. Raises PduError (nothing
+        stored) when it is not allowed.
+        """
+        async with self._room_lock.queue(event.room_id):
+            if await self.stores.events.have_seen_events([event.event_id]):
+                return False
+            missing = await self._missing_prevs(event)
+            if missing:
+                raise PduError(f"Unknown prev_events {missing[:5]}", event.event_id)
+            await self.process_event(origin, event, store_rejected=False)
+        return True
+
+    def room_lock(self, room_id: str) -> Any:
+        """Serialises our handling of one room's events (``async with``)."""
+        return self._room_lock.queue(room_id)
 
     async def _state_events(self, event_ids: Collection[str]) -> dict[tuple[str, str], Event]:
         events = await self.stores.events.get_events(list(event_ids))

@@ -1,8 +1,17 @@
 """Room membership changes: join, invite, leave, kick, ban, unban, forget
-(spec: client-server API "Room membership")."""
+(spec: client-server API "Room membership").
+
+With federation on, ``remote`` (handlers/remote_membership.py) handles what
+this server cannot do alone: joining a room no user of ours is in
+(make_join/send_join through the given servers, the inviter's server or the
+room ID's server), leaving such a room (rejecting an invite), inviting a
+user of another server (their server countersigns first), and aliases of
+other servers.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from atrium.errors import BadJson, Forbidden, NotFound
@@ -30,16 +39,28 @@ class RoomMemberHandler:
         self.directory = directory
         self.creation = creation
         self.server_name = server_name
+        # RemoteMembershipHandler when federation is on (set by the composition root).
+        self.remote: Any = None
+
+    def _is_mine(self, user_id: str) -> bool:
+        return user_id.split(":", 1)[-1] == self.server_name
 
     async def resolve_room_id(self, room_id_or_alias: str) -> str:
-        """A room ID for a room ID or a local alias (M_NOT_FOUND otherwise)."""
+        """A room ID for a room ID or an alias (M_NOT_FOUND otherwise)."""
+        return (await self.resolve_room(room_id_or_alias))[0]
+
+    async def resolve_room(self, room_id_or_alias: str) -> tuple[str, list[str]]:
+        """(room ID, servers to join it through) for a room ID or an alias."""
         if room_id_or_alias.startswith("!"):
-            return room_id_or_alias
+            return room_id_or_alias, []
         if room_id_or_alias.startswith("#"):
+            if self.remote is not None and not self._is_mine(room_id_or_alias):
+                room_id, servers = await self.remote.query_alias(room_id_or_alias)
+                return room_id, servers
             found = await self.directory.get_room_for_alias(room_id_or_alias)
             if found is None:
                 raise NotFound(f"Room alias {room_id_or_alias} not found")
-            return found[0]
+            return found[0], []
         raise BadJson(f"{room_id_or_alias!r} is not a room ID or alias")
 
     async def update_membership(
@@ -53,7 +74,9 @@ class RoomMemberHandler:
         extra_content: dict[str, Any] | None = None,
         txn_id: str | None = None,
         device_id: str | None = None,
+        remote_servers: Sequence[str] = (),
     ) -> Event:
+        """``remote_servers``: where to join a room this server is not in (``via``)."""
         if action not in MEMBERSHIP_ACTIONS:
             raise BadJson(f"Unknown membership action {action!r}")
         membership = {"kick": "leave", "unban": "leave"}.get(action, action)
@@ -83,6 +106,14 @@ class RoomMemberHandler:
                 and _same_profile(existing.content, content)
             ):
                 return existing
+        if self.remote is not None:
+            remote_event = await self._remote_membership(
+                sender, target, room_id, membership, content, remote_servers, txn_id, device_id
+            )
+            if remote_event is not None:
+                if membership == "join":
+                    await self.directory.unforget_room(target, room_id)
+                return remote_event
         event = await self.creation.create_and_send(
             {
                 "type": "m.room.member",
@@ -97,6 +128,57 @@ class RoomMemberHandler:
         if membership == "join" and target.endswith(":" + self.server_name):
             await self.directory.unforget_room(target, room_id)
         return event
+
+    async def _remote_membership(
+        self,
+        sender: str,
+        target: str,
+        room_id: str,
+        membership: str,
+        content: dict[str, Any],
+        remote_servers: Sequence[str],
+        txn_id: str | None,
+        device_id: str | None,
+    ) -> Event | None:
+        """The change done with another server's help, or None when it is a local one."""
+        if membership == "invite" and not self._is_mine(target):
+            event, context = await self.creation.create_event(
+                {
+                    "type": "m.room.member",
+                    "room_id": room_id,
+                    "sender": sender,
+                    "state_key": target,
+                    "content": content,
+                },
+                txn_id=txn_id,
+                device_id=device_id,
+            )
+            event = await self.remote.invite(event)
+            await self.creation.send([(event, context)])
+            return event
+        if sender != target or membership not in ("join", "leave"):
+            return None
+        if await self.stores.members.is_host_joined(room_id, self.server_name):
+            return None
+        own = await self.stores.members.get_local_current_membership_for_user_in_room(
+            target, room_id
+        )
+        own_event = None
+        if own is not None and own.membership in ("invite", "knock"):
+            own_event = await self.stores.events.get_event(own.event_id, allow_none=True)
+        if membership == "leave":
+            if own_event is None:
+                return None
+            return await self.remote.leave(target, room_id, own_event, content)
+        servers = list(remote_servers)
+        if own_event is not None:
+            servers.append(own_event.sender.split(":", 1)[-1])
+        servers.append(room_id.split(":", 1)[-1])
+        if all(s == self.server_name for s in servers):
+            # Only our own name to try: a local join (or its error) it is.
+            return None
+        join_content = {k: v for k, v in content.items() if k != "membership"}
+        return await self.remote.join(target, room_id, servers, join_content)
 
     async def _current_member_event(self, room_id: str, user_id: str) -> Event | None:
         state = await self.stores.members.get_current_state_ids(room_id)

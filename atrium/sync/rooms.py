@@ -33,7 +33,7 @@ whatever order the writers' rows reached it in.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -414,8 +414,18 @@ class RoomsBuilder:
             ):
                 at_lower[plan.room_id] = (None, plan.lower)
         lower_event = await self._last_events_at(req, at_lower)
+        # A timeline reaching the first event of the room we hold: the state
+        # before that event. Usually the create event (state before: none),
+        # but for a room joined over federation it is our join, whose
+        # earlier history we never received (the state came with send_join).
+        first_event = {
+            p.room_id: p.timeline[0]
+            for p in active
+            if start_event[p.room_id] is None and p.timeline and p.room_id not in lower_event
+        }
         wanted = {e for e in start_event.values() if e}
         wanted |= set(end_event.values()) | set(lower_event.values())
+        wanted |= {e.event_id for e in first_event.values()}
         groups = await self.stores.state.get_state_groups_for_events(wanted)
         states = await self.stream.get_state_for_groups(groups.values())
 
@@ -430,6 +440,8 @@ class RoomsBuilder:
             known = {} if plan.full else base
             start_id = start_event[room_id]
             at_start = base if start_id is None else state_of(start_id)
+            if room_id in first_event:
+                at_start = _state_before_first(first_event[room_id], state_of)
             at_end = state_of(end_event[room_id]) if room_id in end_event else None
             timeline_ids = {e.event_id for e in plan.timeline}
             state = state_for_entry(
@@ -585,3 +597,15 @@ def _covered(
     if plan.lower is not None and since is not None and plan.lower == since.events.stream:
         return row.stream_ordering > since.events.position_of(row.instance_name)
     return True
+
+
+def _state_before_first(
+    event: Event, state_of: Callable[[str | None], Mapping[StateKey, str]]
+) -> Mapping[StateKey, str]:
+    """The state before ``event`` as far as the client needs it: the state
+    after it without the entry it set itself (the timeline carries that)."""
+    after = state_of(event.event_id)
+    if event.state_key is None:
+        return after
+    key = (event.type, event.state_key)
+    return {k: v for k, v in after.items() if not (k == key and v == event.event_id)}

@@ -29,3 +29,11 @@ async def joined_room(two_servers):
     room_id = created.json["room_id"]
     await join_remote_room(a, b, room_id, bob.user_id)
     yield a, b, alice, bob, room_id
+
+
+@pytest_twisted.async_yield_fixture
+async def sqlite_servers(tmp_path):
+    """(A, B): two federating servers on SQLite (tests that need one engine only)."""
+    async with federating_server(tmp_path, "a") as a:
+        async with federating_server(tmp_path, "b") as b:
+            yield a, b

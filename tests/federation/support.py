@@ -263,3 +263,59 @@ async def raw_federation_request(
 
 def x_matrix(origin: str, destination: str, key: str, sig: str) -> str:
     return f'X-Matrix origin="{origin}",destination="{destination}",key="{key}",sig="{sig}"'
+
+
+async def cut_off(server: FedServer) -> None:
+    """Nobody reaches ``server`` over federation any more: its federation
+    listener is closed, with the connections other servers had open to it,
+    and it drops its own pooled connections."""
+    from twisted.internet import reactor, tcp
+
+    ports = [p for p in server.hs._ports if p.getHost().port == server.fed_port]
+    for port in ports:
+        await port.stopListening()
+        server.hs._ports.remove(port)
+    for selectable in list(reactor.getReaders()):
+        if isinstance(selectable, tcp.Server) and selectable.server in ports:
+            selectable.abortConnection()
+    await server.hs.federation.client.close()
+
+
+def reconnect(server: FedServer) -> None:
+    """Undo ``cut_off``: the federation listener is back on the same port."""
+    server.hs._ports.extend(server.hs.federation.listen(server.hs.router))
+
+
+async def announce(origin: FedServer, destination: FedServer) -> None:
+    """A signed request from ``origin``: ``destination`` stops backing off from it."""
+    try:
+        await origin.hs.federation.client.get_json(
+            destination.name,
+            f"{FED_V1}/query/profile",
+            args={"user_id": f"@nobody:{destination.name}"},
+        )
+    except Exception:
+        pass  # a 404 for the unknown user is an answer all the same
+
+
+@asynccontextmanager
+async def restarted(server: FedServer, federation_options: dict[str, Any] | None = None):
+    """``server`` (stopped by the caller) started again from its config and
+    database, on the same federation port; yields the new FedServer."""
+    from twisted.internet import reactor
+
+    from atrium.app.homeserver import HomeServer
+
+    hs = HomeServer(load_config([str(server.config_path)]), reactor)
+    if federation_options:
+        hs.federation_options = federation_options
+    try:
+        await hs.setup()
+        await hs.start()
+        ports = hs.start_listening()
+        http_port = ports[0].getHost().port
+        yield FedServer(
+            hs, JsonClient(f"http://127.0.0.1:{http_port}"), server.fed_port, server.config_path
+        )
+    finally:
+        await hs.stop()

@@ -11,7 +11,7 @@ from typing import Any
 from twisted.web.server import Request
 
 from atrium.errors import BadJson, Forbidden
-from atrium.http.request import parse_json_object
+from atrium.http.request import parse_json_object, query_strings
 from atrium.http.server import Router, client_paths
 
 
@@ -43,10 +43,18 @@ def register_servlets(hs: Any, router: Router) -> None:
     async def join(request: Request, room_id_or_alias: str) -> tuple[int, Any]:
         requester = await auth.get_requester(request)
         body = body_of(request, allow_empty=True)
-        room_id = await members.resolve_room_id(room_id_or_alias)
+        room_id, servers = await members.resolve_room(room_id_or_alias)
         reason = _reason(body)
+        # Where to join a room this server is not in: `via` (spec v1.12) and
+        # its older name `server_name`, then the servers the alias named.
+        via = query_strings(request, "via") + query_strings(request, "server_name")
         await members.update_membership(
-            requester.user_id, requester.user_id, room_id, "join", reason=reason
+            requester.user_id,
+            requester.user_id,
+            room_id,
+            "join",
+            reason=reason,
+            remote_servers=via + servers,
         )
         return 200, {"room_id": room_id}
 

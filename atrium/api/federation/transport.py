@@ -6,7 +6,9 @@ except ``/version``.
   ``/get_missing_events``: reads (handlers/federation_read.py);
 - ``/query/profile``, ``/query/directory``, ``/user/devices``,
   ``/user/keys/query``, ``/user/keys/claim``: queries
-  (handlers/federation_query.py).
+  (handlers/federation_query.py);
+- ``/make_join``, ``/make_leave`` (v1), ``/send_join``, ``/send_leave``,
+  ``/invite`` (v2): membership (handlers/federation_membership.py).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 from twisted.web.server import Request
 
 import atrium
-from atrium.api.federation.signed import FEDERATION_V1, signed
+from atrium.api.federation.signed import FEDERATION_V1, FEDERATION_V2, signed
 from atrium.errors import BadJson, MissingParam
 from atrium.http.request import query_int, query_string, query_strings
 from atrium.http.server import Router
@@ -31,8 +33,8 @@ def _object(content: Any) -> dict[str, Any]:
 def register_servlets(hs: Any, router: Router) -> None:
     fed = hs.federation
 
-    def route(method: str, path: str, servlet: Any) -> None:
-        router.register(method, FEDERATION_V1 + path, signed(hs, servlet), "federation")
+    def route(method: str, path: str, servlet: Any, prefix: str = FEDERATION_V1) -> None:
+        router.register(method, prefix + path, signed(hs, servlet), "federation")
 
     # -- transactions ----------------------------------------------------------------------
     async def send_transaction(
@@ -141,6 +143,56 @@ def register_servlets(hs: Any, router: Router) -> None:
     async def user_keys_claim(request: Request, origin: str, content: Any) -> tuple[int, Any]:
         return 200, await fed.queries.claim_keys(_object(content))
 
+    # -- membership (server-server API "Joining Rooms", "Leaving Rooms", invites) ---------
+    async def make_join(
+        request: Request,
+        origin: str,
+        content: Any,
+        roomId: str,  # noqa: N803
+        userId: str,  # noqa: N803
+    ) -> tuple[int, Any]:
+        # Without `ver` the joining server only supports room version 1.
+        versions = query_strings(request, "ver") or ["1"]
+        return 200, await fed.membership.make_membership(origin, roomId, userId, "join", versions)
+
+    async def make_leave(
+        request: Request,
+        origin: str,
+        content: Any,
+        roomId: str,  # noqa: N803
+        userId: str,  # noqa: N803
+    ) -> tuple[int, Any]:
+        return 200, await fed.membership.make_membership(origin, roomId, userId, "leave")
+
+    async def send_join(
+        request: Request,
+        origin: str,
+        content: Any,
+        roomId: str,  # noqa: N803
+        eventId: str,  # noqa: N803
+    ) -> tuple[int, Any]:
+        # `omit_members` is accepted and ignored: the answer always has every member.
+        return 200, await fed.membership.send_join(origin, roomId, eventId, _object(content))
+
+    async def send_leave(
+        request: Request,
+        origin: str,
+        content: Any,
+        roomId: str,  # noqa: N803
+        eventId: str,  # noqa: N803
+    ) -> tuple[int, Any]:
+        await fed.membership.send_membership(origin, roomId, eventId, _object(content), "leave")
+        return 200, {}
+
+    async def invite(
+        request: Request,
+        origin: str,
+        content: Any,
+        roomId: str,  # noqa: N803
+        eventId: str,  # noqa: N803
+    ) -> tuple[int, Any]:
+        return 200, await fed.membership.on_invite(origin, roomId, eventId, _object(content))
+
     async def version(request: Request) -> tuple[int, Any]:
         return 200, {"server": {"name": "Atrium", "version": atrium.__version__}}
 
@@ -156,5 +208,10 @@ def register_servlets(hs: Any, router: Router) -> None:
     route("GET", "/user/devices/{userId}", user_devices)
     route("POST", "/user/keys/query", user_keys_query)
     route("POST", "/user/keys/claim", user_keys_claim)
+    route("GET", "/make_join/{roomId}/{userId}", make_join)
+    route("GET", "/make_leave/{roomId}/{userId}", make_leave)
+    route("PUT", "/send_join/{roomId}/{eventId}", send_join, FEDERATION_V2)
+    route("PUT", "/send_leave/{roomId}/{eventId}", send_leave, FEDERATION_V2)
+    route("PUT", "/invite/{roomId}/{eventId}", invite, FEDERATION_V2)
     # Unauthenticated (server-server API "Server implementation").
     router.register("GET", FEDERATION_V1 + "/version", version, "federation")

@@ -44,7 +44,13 @@ StateMap = Mapping[tuple[str, str], str]
 
 # Internal-metadata fields kept in event_json.internal_metadata; outlier,
 # soft_failed, stream_ordering and instance_name have their own columns.
-_JSON_METADATA_FIELDS = ("txn_id", "device_id", "token_id", "out_of_band_membership")
+_JSON_METADATA_FIELDS = (
+    "txn_id",
+    "device_id",
+    "token_id",
+    "out_of_band_membership",
+    "send_on_behalf_of",
+)
 
 _FETCH_EVENTS_SQL = """
 SELECT e.event_id, e.stream_ordering, e.format_version, e.outlier, e.soft_failed,
