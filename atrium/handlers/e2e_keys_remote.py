@@ -153,12 +153,12 @@ class RemoteE2eKeys:
             keys = answer.get("one_time_keys")
             keys = keys if isinstance(keys, dict) else {}
             for user_id, asked_devices in by_server[server].items():
-                by_device = keys.get(user_id)
-                if not isinstance(by_device, dict):
+                answered = keys.get(user_id)
+                if not isinstance(answered, dict):
                     continue
                 kept = {
                     device_id: key_map
-                    for device_id, key_map in by_device.items()
+                    for device_id, key_map in answered.items()
                     if device_id in asked_devices and isinstance(key_map, dict)
                 }
                 if kept:

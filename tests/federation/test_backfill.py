@@ -32,16 +32,16 @@ def bodies(events):
     return [e["content"]["body"] for e in events if e["type"] == "m.room.message"]
 
 
-@pytest_twisted.ensureDeferred
-async def test_history_before_the_join_is_backfilled_in_order(two_servers):
-    a, b = two_servers
+async def late_join(a, b, count, topic_at=None):
+    """alice@A's public room with ``count`` messages (and a topic set before
+    message ``topic_at``), then bob@B joins: (bob, room_id, message event IDs)."""
     alice = await a.anon.register("alice")
     bob = await b.anon.register("bob")
     created = await alice.post(f"{CLIENT_V3}/createRoom", {"preset": "public_chat"})
     room_id = created.json["room_id"]
     sent = []
-    for i in range(30):
-        if i == 15:
+    for i in range(count):
+        if i == topic_at:
             topic = await alice.put(
                 f"{CLIENT_V3}/rooms/{q(room_id)}/state/m.room.topic", {"topic": "midway"}
             )
@@ -53,6 +53,13 @@ async def test_history_before_the_join_is_backfilled_in_order(two_servers):
         assert reply.code == 200, reply
         sent.append(reply.json["event_id"])
     await join_remote_room(a, b, room_id, bob.user_id)
+    return bob, room_id, sent
+
+
+@pytest_twisted.ensureDeferred
+async def test_history_before_the_join_is_backfilled_in_order(two_servers):
+    a, b = two_servers
+    bob, room_id, sent = await late_join(a, b, 30, topic_at=15)
 
     stores = b.hs.stores
     state_before = await stores.members.get_current_state_ids(room_id)
@@ -93,16 +100,7 @@ async def test_history_before_the_join_is_backfilled_in_order(two_servers):
 async def test_forged_history_is_not_stored(two_servers):
     """A backfilled event whose signature does not verify is dropped."""
     a, b = two_servers
-    alice = await a.anon.register("alice")
-    bob = await b.anon.register("bob")
-    created = await alice.post(f"{CLIENT_V3}/createRoom", {"preset": "public_chat"})
-    room_id = created.json["room_id"]
-    reply = await alice.put(
-        f"{CLIENT_V3}/rooms/{q(room_id)}/send/m.room.message/x",
-        {"msgtype": "m.text", "body": "genuine"},
-    )
-    genuine = reply.json["event_id"]
-    await join_remote_room(a, b, room_id, bob.user_id)
+    bob, room_id, (genuine,) = await late_join(a, b, 1)
 
     # A's /backfill answers with the event's signature broken.
     reads = a.hs.federation.reads
