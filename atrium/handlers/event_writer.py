@@ -11,7 +11,7 @@ contexts from its own view of the room and persists them.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from atrium.events.event import Event, EventInternalMetadata, make_event_from_dict
@@ -20,7 +20,7 @@ from atrium.replication.publisher import StreamPublisher
 from atrium.replication.streams.events import row_for_event
 from atrium.state.context import EventContext, StateResolver, compute_event_context
 from atrium.storage.persistence import EventPersister
-from atrium.storage.stores.state import StateGroupStore
+from atrium.storage.stores.state import StateGroupStore, StateMap
 
 SEND_EVENTS_ENDPOINT = "send_events"
 
@@ -84,26 +84,35 @@ class LocalEventWriter:
         await self.publisher.publish("events", position, [])
 
 
-def encode_events(events: Sequence[Event]) -> list[dict[str, Any]]:
-    """Events as JSON for the send_events endpoint (PDU plus what is not in it)."""
+def encode_events(
+    events: Sequence[Event], states_before: Mapping[str, StateMap] | None = None
+) -> list[dict[str, Any]]:
+    """Events as JSON for the send_events endpoint (PDU plus what is not in it).
+
+    ``states_before``: event ID -> the state before it, for events whose
+    state does not follow from their prev_events (e.g. our join to a room
+    on another server: its state came with send_join).
+    """
     out = []
     for event in events:
         meta = event.internal_metadata
-        out.append(
-            {
-                "room_version": event.room_version.identifier,
-                "format_version": int(event.format_version),
-                "pdu": event.get_dict(),
-                "event_id": event.event_id,
-                "txn_id": meta.txn_id,
-                "device_id": meta.device_id,
-                "outlier": meta.outlier,
-                "soft_failed": meta.soft_failed,
-                "out_of_band_membership": meta.out_of_band_membership,
-                "send_on_behalf_of": meta.send_on_behalf_of,
-                "rejected_reason": event.rejected_reason,
-            }
-        )
+        item: dict[str, Any] = {
+            "room_version": event.room_version.identifier,
+            "format_version": int(event.format_version),
+            "pdu": event.get_dict(),
+            "event_id": event.event_id,
+            "txn_id": meta.txn_id,
+            "device_id": meta.device_id,
+            "outlier": meta.outlier,
+            "soft_failed": meta.soft_failed,
+            "out_of_band_membership": meta.out_of_band_membership,
+            "send_on_behalf_of": meta.send_on_behalf_of,
+            "rejected_reason": event.rejected_reason,
+        }
+        state = (states_before or {}).get(event.event_id)
+        if state is not None:
+            item["state_before"] = [[t, k, e] for (t, k), e in sorted(state.items())]
+        out.append(item)
     return out
 
 
@@ -136,6 +145,23 @@ def decode_events(items: Any) -> list[Event]:
     return events
 
 
+def decode_states_before(items: Any) -> dict[str, dict[tuple[str, str], str]]:
+    """event ID -> given state before it (see ``encode_events``)."""
+    states: dict[str, dict[tuple[str, str], str]] = {}
+    for item in items:
+        entries = item.get("state_before")
+        if entries is None:
+            continue
+        state: dict[tuple[str, str], str] = {}
+        for entry in entries:
+            event_type, state_key, event_id = entry
+            if not all(isinstance(v, str) for v in (event_type, state_key, event_id)):
+                raise ValueError("state_before entries are [type, state_key, event_id]")
+            state[(event_type, state_key)] = event_id
+        states[item["event_id"]] = state
+    return states
+
+
 class RoutingEventSender:
     """Sends each room's events to the writer that owns the room."""
 
@@ -163,7 +189,14 @@ class RoutingEventSender:
         writer = writer_for_room(rooms.pop(), self.writers)
         if writer == self.instance_name and self.local is not None:
             return await self.local.send_events(events_and_contexts, backfilled)
-        body: dict[str, Any] = {"events": encode_events([e for e, _ in events_and_contexts])}
+        states_before = {}
+        for event, context in events_and_contexts:
+            given = context.given_state_before()
+            if given is not None:
+                states_before[event.event_id] = given
+        body: dict[str, Any] = {
+            "events": encode_events([e for e, _ in events_and_contexts], states_before)
+        }
         if backfilled:
             body["backfilled"] = True
         answer = await self.call_remote(writer, SEND_EVENTS_ENDPOINT, body)
@@ -183,6 +216,7 @@ class SendEventsEndpoint:
     async def handle(self, body: dict[str, Any]) -> tuple[int, Any]:
         try:
             events = decode_events(body.get("events"))
+            states_before = decode_states_before(body.get("events"))
         except (KeyError, TypeError, ValueError) as e:
             return 400, {"errcode": "M_BAD_JSON", "error": f"bad send_events body: {e}"}
         contexts: dict[str, EventContext] = {}
@@ -195,6 +229,7 @@ class SendEventsEndpoint:
                 self.resolver,
                 prev_contexts=contexts,
                 event_map=dict(pending),
+                state_ids_before=states_before.get(event.event_id),
             )
             if event.rejected_reason is not None:
                 # Rejected by the sending process's checks: stored without effect.

@@ -246,22 +246,21 @@ class FederationEventHandler:
                 raise PduError("Event not allowed by the room's current state", event.event_id)
         return await self.sender.send_events([(event, context)], backfilled=backfilled)
 
-    async def on_send_membership_event(self, origin: str, event: Event) -> bool:
+    async def on_send_membership_event(self, origin: str, event: Event) -> Any:
         """A membership event handed to us by send_join/send_leave (checked
         format, signatures and hashes): checks 4-6 against the state at its
         prev_events, which must be known here, then persist.
 
-        Returns False when we already had it. Raises PduError (nothing
-        stored) when it is not allowed.
+        Returns the writer's (instance, position), or None when we already
+        had it. Raises PduError (nothing stored) when it is not allowed.
         """
         async with self._room_lock.queue(event.room_id):
             if await self.stores.events.have_seen_events([event.event_id]):
-                return False
+                return None
             missing = await self._missing_prevs(event)
             if missing:
                 raise PduError(f"Unknown prev_events {missing[:5]}", event.event_id)
-            await self.process_event(origin, event, store_rejected=False)
-        return True
+            return await self.process_event(origin, event, store_rejected=False)
 
     def room_lock(self, room_id: str) -> Any:
         """Serialises our handling of one room's events (``async with``)."""

@@ -220,32 +220,41 @@ class FederationMembershipHandler:
             raise InvalidParam("The event's state_key is not its sender")
         if server_of(event.sender) != origin:
             raise InvalidParam(f"The event's sender is not a user of {origin}")
+        authoriser = event.content.get("join_authorised_via_users_server")
+        if (
+            membership == "join"
+            and room_version.restricted_join_rule
+            and isinstance(authoriser, str)
+            and self.is_mine(authoriser)
+        ):
+            # Our signature is one the event needs (rooms/v8 auth rule 4.2):
+            # add it before checking the set.
+            event = self._countersigned(event)
+        await self._check_signed(event)
+        return event
+
+    async def _check_signed(self, event: Event) -> None:
+        """400 M_INVALID_PARAM unless validly signed by every server it needs, hash matching."""
         try:
-            await self.keyring.verify_event(room_version, event.as_dict_ref())
+            await self.keyring.verify_event(event.room_version, event.as_dict_ref())
         except SignatureVerifyError as e:
             raise InvalidParam(f"Signature check failed: {e.reason}") from None
         if not check_content_hash(dict(event.as_dict_ref())):
             raise InvalidParam("The event's content hash does not match its content")
-        return event
 
     async def send_membership(
         self, origin: str, room_id: str, event_id: str, pdu: Any, membership: str
     ) -> Event:
         """Check and persist a join or leave from send_join/send_leave; the stored event."""
         event = await self._checked_membership_event(origin, room_id, event_id, pdu, membership)
-        authoriser = event.content.get("join_authorised_via_users_server")
-        if (
-            membership == "join"
-            and event.room_version.restricted_join_rule
-            and isinstance(authoriser, str)
-            and self.is_mine(authoriser)
-        ):
-            event = self._countersigned(event)
         event.internal_metadata.send_on_behalf_of = origin
         try:
-            await self.events.on_send_membership_event(origin, event)
+            written = await self.events.on_send_membership_event(origin, event)
         except PduError as e:
             raise Forbidden(str(e)) from None
+        if written is not None:
+            # The answer is read here: wait until this process saw the write.
+            await self.creation.wait_for_position(*written)
         stored = await self.stores.events.get_event(event.event_id, allow_none=True)
         if stored is None:
             # Seen before but rejected, or not stored at all.
@@ -311,12 +320,7 @@ class FederationMembershipHandler:
             raise InvalidParam(f"{target} does not exist on this server")
         if server_of(event.sender) != origin:
             raise InvalidParam(f"The invite's sender is not a user of {origin}")
-        try:
-            await self.keyring.verify_event(room_version, event.as_dict_ref())
-        except SignatureVerifyError as e:
-            raise InvalidParam(f"Signature check failed: {e.reason}") from None
-        if not check_content_hash(dict(event.as_dict_ref())):
-            raise InvalidParam("The event's content hash does not match its content")
+        await self._check_signed(event)
         signed = self._countersigned(event)
         answer = signed.get_pdu_json()
         if await self.stores.members.is_host_joined(room_id, self.server_name):

@@ -106,52 +106,40 @@ class RoomMemberHandler:
                 and _same_profile(existing.content, content)
             ):
                 return existing
+        event_dict = {
+            "type": "m.room.member",
+            "room_id": room_id,
+            "sender": sender,
+            "state_key": target,
+            "content": content,
+        }
         if self.remote is not None:
             remote_event = await self._remote_membership(
-                sender, target, room_id, membership, content, remote_servers, txn_id, device_id
+                event_dict, membership, remote_servers, txn_id, device_id
             )
             if remote_event is not None:
                 if membership == "join":
                     await self.directory.unforget_room(target, room_id)
                 return remote_event
-        event = await self.creation.create_and_send(
-            {
-                "type": "m.room.member",
-                "room_id": room_id,
-                "sender": sender,
-                "state_key": target,
-                "content": content,
-            },
-            txn_id=txn_id,
-            device_id=device_id,
-        )
+        event = await self.creation.create_and_send(event_dict, txn_id=txn_id, device_id=device_id)
         if membership == "join" and target.endswith(":" + self.server_name):
             await self.directory.unforget_room(target, room_id)
         return event
 
     async def _remote_membership(
         self,
-        sender: str,
-        target: str,
-        room_id: str,
+        event_dict: dict[str, Any],
         membership: str,
-        content: dict[str, Any],
         remote_servers: Sequence[str],
         txn_id: str | None,
         device_id: str | None,
     ) -> Event | None:
         """The change done with another server's help, or None when it is a local one."""
+        sender, target = event_dict["sender"], event_dict["state_key"]
+        room_id, content = event_dict["room_id"], event_dict["content"]
         if membership == "invite" and not self._is_mine(target):
             event, context = await self.creation.create_event(
-                {
-                    "type": "m.room.member",
-                    "room_id": room_id,
-                    "sender": sender,
-                    "state_key": target,
-                    "content": content,
-                },
-                txn_id=txn_id,
-                device_id=device_id,
+                event_dict, txn_id=txn_id, device_id=device_id
             )
             event = await self.remote.invite(event)
             await self.creation.send([(event, context)])

@@ -74,6 +74,15 @@ class EventContext:
     rejected: str | None = None
     state_group_writes: tuple[StateGroupWrite, ...] = ()
     unwritten_states: Mapping[int, StateMap] = attrs.field(factory=dict, eq=False, repr=False)
+    # The state before came from outside (``state_ids_before``), not from the
+    # prev_events: a writer in another process must be given it too.
+    state_before_given: bool = False
+
+    def given_state_before(self) -> StateMap | None:
+        """The state before the event when it was given rather than computed."""
+        if not self.state_before_given or self.state_group_before is None:
+            return None
+        return self.unwritten_states.get(self.state_group_before)
 
     @staticmethod
     def for_outlier(rejected: str | None = None) -> EventContext:
@@ -93,7 +102,16 @@ class EventContext:
             prev_group, delta_ids = before_writes[0].prev_group, before_writes[0].delta_ids
         before = self.state_group_before
         unwritten = {g: s for g, s in self.unwritten_states.items() if g == before}
-        return EventContext(before, before, prev_group, delta_ids, reason, before_writes, unwritten)
+        return EventContext(
+            before,
+            before,
+            prev_group,
+            delta_ids,
+            reason,
+            before_writes,
+            unwritten,
+            self.state_before_given,
+        )
 
     def known_states(self) -> Mapping[int, StateMap]:
         """States of groups this context refers to that may not be written yet."""
@@ -299,7 +317,14 @@ async def compute_event_context(
     for write in writes:
         state_store.prefill_group(write.group, write.state)
     return EventContext(
-        before_group, after_group, after_prev[0], after_prev[1], None, tuple(writes), unwritten
+        before_group,
+        after_group,
+        after_prev[0],
+        after_prev[1],
+        None,
+        tuple(writes),
+        unwritten,
+        state_ids_before is not None,
     )
 
 

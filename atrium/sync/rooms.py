@@ -421,7 +421,10 @@ class RoomsBuilder:
         first_event = {
             p.room_id: p.timeline[0]
             for p in active
-            if start_event[p.room_id] is None and p.timeline and p.room_id not in lower_event
+            if p.full
+            and start_event[p.room_id] is None
+            and p.timeline
+            and p.room_id not in lower_event
         }
         wanted = {e for e in start_event.values() if e}
         wanted |= set(end_event.values()) | set(lower_event.values())

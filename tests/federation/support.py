@@ -49,6 +49,17 @@ class FedServer:
         return self.hs.server_name
 
 
+def federation_section(fed_port: int) -> dict[str, Any]:
+    """The federation config of a test server on loopback with a self-signed certificate."""
+    return {
+        "port": fed_port,
+        "tls_certificate_path": None,
+        "tls_private_key_path": None,
+        "verify_certificates": False,
+        "allow_private_ips": True,
+    }
+
+
 @asynccontextmanager
 async def federating_server(
     tmp_path: Path,
@@ -71,13 +82,7 @@ async def federating_server(
     fed_port = fed_port or free_port()
     server_name = f"localhost:{fed_port}"
     db_url = create_postgres_database(postgres_server) if db_kind == "postgres" else None
-    section = {
-        "port": fed_port,
-        "tls_certificate_path": None,
-        "tls_private_key_path": None,
-        "verify_certificates": False,
-        "allow_private_ips": True,
-    }
+    section = federation_section(fed_port)
     section.update(federation or {})
     config_path, _ = generate_config(
         tmp_path / f"hs-{label}",

@@ -239,3 +239,49 @@ async def test_join_public_room_by_remote_alias_and_via(sqlite_servers):
     refused = await bob.post(f"{CLIENT_V3}/join/{q(private.json['room_id'])}", {})
     assert refused.code == 403 and refused.json["errcode"] == "M_FORBIDDEN", refused
     assert await b.hs.stores.rooms.get_room_version_id(private.json["room_id"]) is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_restricted_join_through_an_allowed_room(sqlite_servers):
+    """rooms/v8+ restricted join: A names alice as the authoriser, countersigns
+    bob's join, and B keeps the countersigned event."""
+    a, b = sqlite_servers
+    alice = await a.anon.register("alice")
+    bob = await b.anon.register("bob")
+    space = await alice.post(f"{CLIENT_V3}/createRoom", {"preset": "public_chat"})
+    space_id = space.json["room_id"]
+    restricted = await alice.post(
+        f"{CLIENT_V3}/createRoom",
+        {
+            "preset": "private_chat",
+            "room_version": "10",
+            "initial_state": [
+                {
+                    "type": "m.room.join_rules",
+                    "state_key": "",
+                    "content": {
+                        "join_rule": "restricted",
+                        "allow": [{"type": "m.room_membership", "room_id": space_id}],
+                    },
+                }
+            ],
+        },
+    )
+    assert restricted.code == 200, restricted
+    room_id = restricted.json["room_id"]
+    # Not in the allowed room yet: A cannot vouch for bob.
+    refused = await bob.post(f"{CLIENT_V3}/join/{q(room_id)}", {})
+    assert refused.code == 400 and refused.json["errcode"] == "M_UNABLE_TO_AUTHORISE_JOIN", refused
+
+    joined_space = await bob.post(f"{CLIENT_V3}/join/{q(space_id)}", {})
+    assert joined_space.code == 200, joined_space
+    joined = await bob.post(f"{CLIENT_V3}/join/{q(room_id)}", {})
+    assert joined.code == 200, joined
+    join_id = (await b.hs.stores.members.get_current_state_ids(room_id))[
+        ("m.room.member", bob.user_id)
+    ]
+    on_b = await b.hs.stores.events.get_event(join_id)
+    on_a = await a.hs.stores.events.get_event(join_id)
+    assert on_b.content["join_authorised_via_users_server"] == alice.user_id
+    for event in (on_a, on_b):
+        assert set(event.signatures) == {a.name, b.name}

@@ -34,23 +34,25 @@ async def _current_state(server, room_id):
     return dict(await server.hs.stores.members.get_current_state_ids(room_id))
 
 
-@pytest_twisted.ensureDeferred
-async def test_split_brain_state_conflict_resolves_the_same_on_both(sqlite_servers):
-    a, b = sqlite_servers
+async def _shared_room(a, b):
+    """alice@A's room that bob@B joined over federation, bob with power 50."""
     alice = await a.anon.register("alice")
     bob = await b.anon.register("bob")
     room_id = await invite_and_join(
-        a,
-        b,
-        alice,
-        bob,
-        power_levels={"users": {alice.user_id: 100, bob.user_id: 50}},
+        a, b, alice, bob, power_levels={"users": {alice.user_id: 100, bob.user_id: 50}}
     )
 
     async def a_has_bob():
         return bob.user_id in await a.hs.stores.members.get_users_in_room(room_id)
 
     await wait_until(a_has_bob)
+    return alice, bob, room_id
+
+
+@pytest_twisted.ensureDeferred
+async def test_split_brain_state_conflict_resolves_the_same_on_both(sqlite_servers):
+    a, b = sqlite_servers
+    alice, bob, room_id = await _shared_room(a, b)
 
     await cut_off(a)
     await cut_off(b)
@@ -92,20 +94,7 @@ async def test_power_level_demotion_during_a_split_wins_on_both(sqlite_servers):
     state resolution applies the power change first, so bob's topic loses on
     both servers (soft-failed on A, dropped by resolution on B)."""
     a, b = sqlite_servers
-    alice = await a.anon.register("alice")
-    bob = await b.anon.register("bob")
-    room_id = await invite_and_join(
-        a,
-        b,
-        alice,
-        bob,
-        power_levels={"users": {alice.user_id: 100, bob.user_id: 50}},
-    )
-
-    async def a_has_bob():
-        return bob.user_id in await a.hs.stores.members.get_users_in_room(room_id)
-
-    await wait_until(a_has_bob)
+    alice, bob, room_id = await _shared_room(a, b)
     before = await _current_state(a, room_id)
 
     await cut_off(a)

@@ -29,13 +29,22 @@ from tests.support.process import free_port
 
 @asynccontextmanager
 async def in_process_deployment(
-    tmp_path: Path, postgres_server: str, workers: list[tuple[str, int]]
+    tmp_path: Path,
+    postgres_server: str,
+    workers: list[tuple[str, int]],
+    *,
+    server_name: str = "inprocess.test",
+    federation: dict[str, Any] | None = None,
 ) -> AsyncIterator[tuple[dict[str, HomeServer], InProcessBus]]:
-    """name -> started HomeServer (the master is "master"), and the bus they share."""
+    """name -> started HomeServer (the master is "master"), and the bus they share.
+
+    ``federation``: a federation section (see tests/federation/support.py).
+    """
     db_url = create_postgres_database(postgres_server)
     config_path, worker_files = generate_config(
         tmp_path / "hs",
-        "inprocess.test",
+        server_name,
+        federation=federation,
         database_url=db_url,
         # Never contacted: the InProcessBus replaces Redis.
         redis_url="redis://127.0.0.1:1",
