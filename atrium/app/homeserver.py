@@ -524,6 +524,18 @@ class HomeServer:
         self.federation = build_federation(self, **getattr(self, "federation_options", {}))
         if self.federation is not None:
             self._services.append(self.federation)
+            from atrium.handlers.e2e_keys_remote import RemoteE2eKeys
+
+            self.e2e_keys.remote = RemoteE2eKeys(self.federation.client)
+            from atrium.handlers.federation_backfill import BackfillHandler
+
+            self.pagination.backfill = BackfillHandler(
+                stores=self.stores,
+                events=self.federation.events,
+                client=self.federation.client,
+                clock=self.clock,
+                server_name=self.server_name,
+            )
             # Joins, leaves and invites this server cannot do alone.
             self.room_members.remote = self.federation.remote_membership
 

@@ -21,7 +21,7 @@ fetches of one server are serialised and at most one per
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from signedjson.types import SigningKey
@@ -115,7 +115,7 @@ class Keyring:
 
         keys = await self._keys_of(server_name)
         if not usable(keys.get(kid)):
-            keys = await self._refetch(server_name, lambda ks: usable(ks.get(kid)))
+            keys = await self._refetch(server_name, lambda ks: usable(ks.get(kid)), [kid])
         key = keys.get(kid)
         if key is None:
             raise KeyLookupError(f"{server_name} has no key {kid}")
@@ -141,7 +141,7 @@ class Keyring:
         keys = await self._keys_of(server_name)
         if not any(good(keys.get(k)) for k in key_ids):
             keys = await self._refetch(
-                server_name, lambda ks: any(good(ks.get(k)) for k in key_ids)
+                server_name, lambda ks: any(good(ks.get(k)) for k in key_ids), key_ids
             )
         return {
             k: decode_verify_key_id(k, keys[k].verify_key) for k in key_ids if good(keys.get(k))
@@ -180,7 +180,9 @@ class Keyring:
             return self._own_keys()
         return await self.store.get_server_keys(server_name)
 
-    async def _refetch(self, server_name: str, satisfied: Any) -> dict[str, StoredKey]:
+    async def _refetch(
+        self, server_name: str, satisfied: Any, key_ids: Sequence[str] = ()
+    ) -> dict[str, StoredKey]:
         if server_name == self.server_name or self.client is None:
             return await self._keys_of(server_name)
         async with self._fetch_lock.queue(server_name):
@@ -192,11 +194,16 @@ class Keyring:
             if now - self._last_fetch.get(server_name, -MIN_REFETCH_MS) < MIN_REFETCH_MS:
                 return keys
             self._last_fetch[server_name] = now
-            await self.fetch_keys(server_name)
+            await self.fetch_keys(server_name, key_ids)
             return await self._keys_of(server_name)
 
-    async def fetch_keys(self, server_name: str) -> bool:
-        """Fetch and store a server's keys: directly, then from notaries. True if stored."""
+    async def fetch_keys(self, server_name: str, key_ids: Sequence[str] = ()) -> bool:
+        """Fetch and store a server's keys: directly, then from notaries. True if stored.
+
+        ``key_ids`` are the keys we are after: notaries are asked for those by
+        ID, since a notary may answer a request for "all keys" from its cache
+        only (Synapse does), and so say nothing about a server it never saw.
+        """
         try:
             data = await self.client.get_json(
                 server_name, KEY_SERVER_PATH, sign=False, timeout=KEY_FETCH_TIMEOUT
@@ -209,17 +216,22 @@ class Keyring:
             if notary in (server_name, self.server_name):
                 continue
             try:
-                if await self._fetch_from_notary(notary, server_name):
+                if await self._fetch_from_notary(notary, server_name, key_ids):
                     return True
             except Exception as e:
                 logger.info("Fetching keys of %s from notary %s failed: %s", server_name, notary, e)
         return False
 
-    async def _fetch_from_notary(self, notary: str, server_name: str) -> bool:
+    async def _fetch_from_notary(
+        self, notary: str, server_name: str, key_ids: Sequence[str] = ()
+    ) -> bool:
+        # Key API "Querying Keys Through Another Server": criteria per key ID;
+        # an empty object asks for every key the notary knows.
+        criteria = {kid: {"minimum_valid_until_ts": self.clock.time_msec()} for kid in key_ids}
         answer = await self.client.post_json(
             notary,
             KEY_QUERY_PATH,
-            {"server_keys": {server_name: {}}},
+            {"server_keys": {server_name: criteria}},
             timeout=KEY_FETCH_TIMEOUT,
         )
         responses = answer.get("server_keys") if isinstance(answer, dict) else None

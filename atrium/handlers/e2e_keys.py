@@ -6,9 +6,12 @@
   keys, with the signatures the requester may see.
 - ``claim_keys``: one one-time key per requested device, else its fallback key.
 
-Remote users are reported in ``failures`` by server name until federation
-exists (keys/query: "If any remote homeservers could not be reached, they
-are recorded here"). Cross-signing uploads live in
+Remote users are asked of their own servers over federation
+(``atrium.handlers.e2e_keys_remote``, set as ``remote`` by the composition
+root when federation is on); servers that could not be reached are listed
+in ``failures`` (keys/query: "If any remote homeservers could not be
+reached, they are recorded here"), as is every remote server when
+federation is off. Cross-signing uploads live in
 ``atrium.handlers.cross_signing``.
 """
 
@@ -19,9 +22,10 @@ from typing import Any
 
 from atrium.errors import BadJson, InvalidParam, MissingParam
 from atrium.handlers.devices import DeviceHandler
+from atrium.handlers.e2e_keys_remote import timeout_seconds
 from atrium.storage.stores.e2e_keys import E2eKeysStore, KeyEntry
 
-# What a remote server's entry in `failures` says until federation exists.
+# What a remote server's entry in `failures` says when federation is off.
 REMOTE_FAILURE = {"status": 503, "message": "Federation is not available on this server"}
 
 
@@ -115,6 +119,8 @@ class E2eKeysHandler:
         self.devices = devices
         self.clock = clock
         self.is_mine = is_mine
+        # RemoteE2eKeys when federation is on (set by the composition root).
+        self.remote: Any = None
 
     # -- upload ------------------------------------------------------------------
     async def upload_keys(
@@ -175,6 +181,7 @@ class E2eKeysHandler:
         if not isinstance(wanted, dict):
             raise BadJson("'device_keys' must be an object")
         local: dict[str, list[str]] = {}
+        remote: dict[str, list[str]] = {}
         failures: dict[str, Any] = {}
         for user_id, device_ids in wanted.items():
             if not is_user_id(user_id):
@@ -185,6 +192,8 @@ class E2eKeysHandler:
                 raise BadJson("'device_keys' must map user IDs to lists of device IDs")
             if self.is_mine(user_id):
                 local[user_id] = device_ids
+            elif self.remote is not None:
+                remote[user_id] = device_ids
             else:
                 failures[server_of(user_id)] = dict(REMOTE_FAILURE)
 
@@ -219,6 +228,11 @@ class E2eKeysHandler:
                 result["self_signing_keys"][user_id] = by_type["self_signing"]
             if user_id == requester and "user_signing" in by_type:
                 result["user_signing_keys"][user_id] = by_type["user_signing"]
+        if remote:
+            found_remote, remote_failures = await self.remote.query(remote, timeout_seconds(body))
+            for section, by_user in found_remote.items():
+                result[section].update(by_user)
+            failures.update(remote_failures)
         return result
 
     # -- claim ------------------------------------------------------------------------
@@ -230,6 +244,7 @@ class E2eKeysHandler:
         if not isinstance(wanted, dict):
             raise BadJson("'one_time_keys' must be an object")
         claims: list[tuple[str, str, str]] = []
+        remote: dict[str, dict[str, str]] = {}
         failures: dict[str, Any] = {}
         for user_id, by_device in wanted.items():
             if not is_user_id(user_id):
@@ -240,9 +255,15 @@ class E2eKeysHandler:
                 raise BadJson("'one_time_keys' must map user IDs to {device ID: algorithm}")
             if self.is_mine(user_id):
                 claims.extend((user_id, d, a) for d, a in by_device.items())
+            elif self.remote is not None:
+                remote[user_id] = by_device
             else:
                 failures[server_of(user_id)] = dict(REMOTE_FAILURE)
         claimed = await self.store.claim_keys(claims)
+        if remote:
+            claimed_remote, remote_failures = await self.remote.claim(remote, timeout_seconds(body))
+            claimed.update(claimed_remote)
+            failures.update(remote_failures)
         return {"one_time_keys": claimed, "failures": failures}
 
     # -- /sync -----------------------------------------------------------------------------

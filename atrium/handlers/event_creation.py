@@ -42,7 +42,9 @@ class EventSender(Protocol):
     """
 
     async def send_events(
-        self, events_and_contexts: Sequence[tuple[Event, EventContext]]
+        self,
+        events_and_contexts: Sequence[tuple[Event, EventContext]],
+        backfilled: bool = False,
     ) -> int: ...
 
 

@@ -47,8 +47,17 @@ class LocalEventWriter:
         self._sends_started = 0
 
     async def send_events(
-        self, events_and_contexts: Sequence[tuple[Event, EventContext]]
+        self,
+        events_and_contexts: Sequence[tuple[Event, EventContext]],
+        backfilled: bool = False,
     ) -> tuple[str, int]:
+        """Persist and publish; ``backfilled`` events (older history, negative
+        stream orderings) are persisted only: they are not news for /sync,
+        so no events rows are published for them."""
+        if backfilled:
+            return self.instance_name, await self.persister.persist_events(
+                events_and_contexts, backfilled=True
+            )
         self._in_flight += 1
         self._sends_started += 1
         try:
@@ -170,24 +179,27 @@ class RoutingEventSender:
         self.call_remote = call_remote
 
     async def send_events(
-        self, events_and_contexts: Sequence[tuple[Event, EventContext]]
+        self,
+        events_and_contexts: Sequence[tuple[Event, EventContext]],
+        backfilled: bool = False,
     ) -> tuple[str, int]:
         rooms = {event.room_id for event, _ in events_and_contexts}
         if len(rooms) != 1:
             raise ValueError("one send carries the events of one room")
         writer = writer_for_room(rooms.pop(), self.writers)
         if writer == self.instance_name and self.local is not None:
-            return await self.local.send_events(events_and_contexts)
+            return await self.local.send_events(events_and_contexts, backfilled)
         states_before = {}
         for event, context in events_and_contexts:
             given = context.given_state_before()
             if given is not None:
                 states_before[event.event_id] = given
-        answer = await self.call_remote(
-            writer,
-            SEND_EVENTS_ENDPOINT,
-            {"events": encode_events([e for e, _ in events_and_contexts], states_before)},
-        )
+        body: dict[str, Any] = {
+            "events": encode_events([e for e, _ in events_and_contexts], states_before)
+        }
+        if backfilled:
+            body["backfilled"] = True
+        answer = await self.call_remote(writer, SEND_EVENTS_ENDPOINT, body)
         return answer["instance"], int(answer["stream_ordering"])
 
 
@@ -225,5 +237,5 @@ class SendEventsEndpoint:
             contexts[event.event_id] = context
             pending[event.event_id] = event
             items.append((event, context))
-        instance, token = await self.local.send_events(items)
+        instance, token = await self.local.send_events(items, body.get("backfilled") is True)
         return 200, {"instance": instance, "stream_ordering": token}

@@ -189,6 +189,7 @@ class FederationEventHandler:
         state_ids_before: dict[tuple[str, str], str] | None = None,
         check_soft_fail: bool = True,
         store_rejected: bool = True,
+        backfilled: bool = False,
     ) -> Any:
         """Checks 4-6 and persist (the caller checked signatures and hashes).
 
@@ -199,7 +200,10 @@ class FederationEventHandler:
         have no current state to check it against yet. With
         ``store_rejected=False`` (an event handed to us directly, e.g. by
         send_join) a rejected or soft-failed event raises PduError and is not
-        stored. Returns the event sender's answer: (writer, stream position).
+        stored. ``backfilled`` history is persisted below the timeline
+        (outside current state and forward extremities), without the
+        soft-fail check, which is about the present. Returns the event
+        sender's answer: (writer, stream position).
         """
         room_version = event.room_version
         auth_ids = event.auth_event_ids()
@@ -226,7 +230,7 @@ class FederationEventHandler:
             logger.info("Rejecting %s from %s: %s", event.event_id, origin, rejected)
             event.rejected_reason = rejected
             context = context.with_rejection(rejected)
-        elif check_soft_fail:
+        elif check_soft_fail and not backfilled:
             # Step 6: soft failure against the room's current state.
             current = await self.stores.members.get_current_state_ids(event.room_id)
             current_ids = [current[k] for k in types if k in current]
@@ -240,7 +244,7 @@ class FederationEventHandler:
                 raise PduError(f"Event not allowed: {event.rejected_reason}", event.event_id)
             if event.internal_metadata.soft_failed:
                 raise PduError("Event not allowed by the room's current state", event.event_id)
-        return await self.sender.send_events([(event, context)])
+        return await self.sender.send_events([(event, context)], backfilled=backfilled)
 
     async def on_send_membership_event(self, origin: str, event: Event) -> Any:
         """A membership event handed to us by send_join/send_leave (checked

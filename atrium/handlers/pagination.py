@@ -12,6 +12,11 @@ database had no further event in that direction (spec: "If no further
 events are available ... this property is omitted").
 
 A departed user's reads stop at their leave (RoomAccess.clamp).
+
+Going backwards past the oldest event we hold, the room's older history is
+fetched from another server first when federation is on (``backfill``, a
+federation_backfill.BackfillHandler set by the composition root); ``end``
+is then kept so the client asks again for what lies further back.
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ from atrium.util.clock import Clock
 MEMBER = "m.room.member"
 # Rounds of reading to fill one page when filters or visibility hide events.
 MAX_ROUNDS = 3
+# Backfill requests one /messages request may make before answering.
+MAX_BACKFILLS = 2
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 10
 
@@ -62,6 +69,8 @@ class PaginationHandler:
         self.pagination = pagination
         self.access = access
         self.clock = clock
+        # BackfillHandler when federation is on (set by the composition root).
+        self.backfill: Any = None
 
     async def resolve_token(self, room_id: str, token: PaginationToken) -> RoomPosition:
         """A topological position in this room for a pagination or stream token."""
@@ -148,15 +157,34 @@ class PaginationHandler:
             else:
                 bound = clamp if bound is None else min(bound, clamp)
 
-        page = await self.read_page(
-            user_id,
-            room_id,
-            start=start,
-            bound=bound,
-            backwards=backwards,
-            limit=limit,
-            event_filter=event_filter,
-        )
+        async def read() -> Page:
+            return await self.read_page(
+                user_id,
+                room_id,
+                start=start,
+                bound=bound,
+                backwards=backwards,
+                limit=limit,
+                event_filter=event_filter,
+            )
+
+        page = await read()
+        if backwards and page.exhausted and self.backfill is not None:
+            more_remote = False
+            if len(page.events) >= limit:
+                # A full page: fetch older history when the client asks for it.
+                more_remote = await self.backfill.has_backward_extremities(room_id)
+            else:
+                for _ in range(MAX_BACKFILLS):
+                    more_remote = await self.backfill.maybe_backfill(room_id, limit)
+                    if not more_remote:
+                        break
+                    page = await read()
+                    if not page.exhausted:
+                        break
+            if more_remote and page.exhausted:
+                # More may lie behind what we hold: let the client ask again.
+                page = Page(page.events, page.next_position, False)
         now = self.clock.time_msec()
         result: dict[str, Any] = {
             "chunk": serialize_events(
