@@ -5,6 +5,7 @@
     atrium generate-config --server-name NAME --data-dir DIR [...]
     atrium register-user -c homeserver.yaml --user NAME --password PW [--admin]
     atrium migrate -c homeserver.yaml
+    atrium routes --format nginx|json [-c homeserver.yaml] [--listen PORT]
 
 A config mistake prints one line naming the key and exits with status 2.
 """
@@ -71,6 +72,26 @@ def _parser() -> argparse.ArgumentParser:
 
     mig = sub.add_parser("migrate", help="apply database schema migrations and exit")
     mig.add_argument("-c", "--config", action="append", required=True)
+
+    routes = sub.add_parser(
+        "routes", help="print reverse-proxy routing (which process serves which endpoint)"
+    )
+    routes.add_argument("--format", choices=("nginx", "json"), default="nginx")
+    routes.add_argument(
+        "-c",
+        "--config",
+        type=Path,
+        help="homeserver.yaml: upstreams from its instance_map and worker files"
+        " (default: one upstream per worker type named after it, port 8008)",
+    )
+    routes.add_argument(
+        "--worker-config",
+        action="append",
+        type=Path,
+        help="a worker file (repeatable; default: workers/*.yaml beside homeserver.yaml)",
+    )
+    routes.add_argument("--listen", default="8008", help="nginx listen address (default 8008)")
+    routes.add_argument("-o", "--output", type=Path, help="write here instead of stdout")
     return parser
 
 
@@ -127,11 +148,44 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_routes(args: argparse.Namespace) -> int:
+    from atrium.app import proxy
+    from atrium.app.routes import collect_routes
+
+    max_body = 10 * 1024 * 1024
+    if args.config is not None:
+        upstreams = proxy.configured_upstreams(args.config, args.worker_config)
+        max_body = load_config([str(args.config)]).max_request_size
+    else:
+        upstreams = proxy.default_upstreams()
+    routes = collect_routes()
+    if args.format == "json":
+        text = proxy.render_json(routes, upstreams)
+    else:
+        shown = "".join(
+            [
+                f" -c {args.config}" if args.config else "",
+                "".join(f" --worker-config {w}" for w in args.worker_config or []),
+                f" --listen {args.listen}" if args.listen != "8008" else "",
+            ]
+        )
+        text = proxy.render_nginx(
+            routes, upstreams, listen=args.listen, max_body_size=max_body, generated_by=shown
+        )
+    if args.output:
+        args.output.write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "generate-config":
             return _cmd_generate(args)
+        if args.command == "routes":
+            return _cmd_routes(args)
         paths = args.config or (_first_run_config() if args.command == "run" else [])
         config: HomeServerConfig = load_config(paths)
         if args.command == "run" and config.is_worker:
