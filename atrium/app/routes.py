@@ -124,7 +124,7 @@ def collect_routes(*, federation: bool = True) -> list[Route]:
     from atrium.handlers.event_writer import SEND_EVENTS_ENDPOINT
     from atrium.replication import http as replication_http
 
-    hs = _Anything()
+    hs: Any = _Anything()
     router = Router()
     replication_http.register_servlets(hs, router)
     replication_http.register_replication_endpoint(hs, router, SEND_EVENTS_ENDPOINT, _Anything())

@@ -145,6 +145,15 @@ class Deployment:
         data["redis"]["channel"] = f"atrium-test-{uuid.uuid4().hex}"
         data["replication"] = {"ping_interval": 0.5, "ping_timeout": 3}
         data.update(self.overrides)
+        # The master's metrics too: tests check which process served what.
+        self.metrics_ports["master"] = free_port()
+        data["listeners"].append(
+            {
+                "port": self.metrics_ports["master"],
+                "bind_addresses": ["127.0.0.1"],
+                "type": "metrics",
+            }
+        )
         self.processes["master"] = AtriumProcess(
             [*ATRIUM, "run", "-c", str(self.config_path)],
             master_port,
@@ -216,6 +225,22 @@ class Deployment:
             if line.startswith(metric + " "):
                 return float(line.split()[1])
         raise AssertionError(f"{metric} not exported by {name}")
+
+    async def metric_total(
+        self, session: aiohttp.ClientSession, name: str, metric: str, **labels: str
+    ) -> float:
+        """The sum of ``metric`` over the series of process ``name`` matching ``labels``."""
+        url = f"http://127.0.0.1:{self.metrics_ports[name]}/metrics"
+        async with session.get(url) as resp:
+            text = await resp.text()
+        total = 0.0
+        for line in text.splitlines():
+            series, _, value = line.rpartition(" ")
+            if not (series == metric or series.startswith(metric + "{")):
+                continue
+            if all(f'{k}="{v}"' in series for k, v in labels.items()):
+                total += float(value)
+        return total
 
 
 class Api:
