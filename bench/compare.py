@@ -244,11 +244,11 @@ def main() -> None:
         ),
     }
     if "initial_sync" in atrium and "initial_sync" in synapse:
-        ratios["initial_sync_ratio"] = round(
-            atrium["initial_sync"]["initial_sync_median_ms"]
-            / synapse["initial_sync"]["initial_sync_median_ms"],
-            2,
-        )
+        for kind in ("first", "repeat_median", "distinct_median"):
+            key = f"initial_sync_{kind}_ms"
+            ratios[f"initial_sync_{kind}_ratio"] = round(
+                atrium["initial_sync"][key] / synapse["initial_sync"][key], 2
+            )
     print(
         json.dumps(
             {

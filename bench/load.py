@@ -9,7 +9,11 @@ Synapse or anything else):
   concurrently; events/s over the whole run;
 - /sync wake-up latency: a client long-polls /sync; another sends a message;
   the time from issuing the send to the /sync response carrying it (p50, p99);
-- initial sync: one user in --rooms rooms; time of GET /sync without `since`.
+- initial sync: one user in --rooms rooms; time of GET /sync without `since`:
+  the first (cold) request, the median of repeats of that same request (Synapse
+  answers identical /sync requests from a response cache for 2 minutes), and
+  the median of requests each made distinct by its filter (timeline limits
+  10, 11, ... with at most 2 events per room: the same answer, computed anew).
 
 The server must allow registration with m.login.dummy and have its rate limits
 off. Prints one JSON object with the results.
@@ -175,15 +179,23 @@ async def bench_initial_sync(client: Client, rooms: int, runs: int = 3) -> dict[
             await client.send(room_id, f"hello {i}")
 
     await asyncio.gather(*(make(i) for i in range(rooms)))
-    times = []
-    for _ in range(runs):
+
+    async def timed(filter_json: str | None) -> tuple[float, int]:
         start = time.perf_counter()
-        data = await client.sync()
-        times.append(time.perf_counter() - start)
-        joined = len(data.get("rooms", {}).get("join", {}))
+        data = await client.sync(filter_json=filter_json)
+        return time.perf_counter() - start, len(data.get("rooms", {}).get("join", {}))
+
+    first, joined = await timed(None)
+    repeats = [(await timed(None))[0] for _ in range(runs)]
+    distinct = [
+        (await timed(json.dumps({"room": {"timeline": {"limit": 10 + i}}})))[0]
+        for i in range(runs)
+    ]
     return {
         "rooms": joined,
-        "initial_sync_median_ms": round(statistics.median(times) * 1000, 1),
+        "initial_sync_first_ms": round(first * 1000, 1),
+        "initial_sync_repeat_median_ms": round(statistics.median(repeats) * 1000, 1),
+        "initial_sync_distinct_median_ms": round(statistics.median(distinct) * 1000, 1),
         "runs": runs,
     }
 

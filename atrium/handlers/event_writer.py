@@ -20,7 +20,7 @@ from atrium.replication.publisher import StreamPublisher
 from atrium.replication.streams.events import row_for_event
 from atrium.state.context import EventContext, StateResolver, compute_event_context
 from atrium.storage.persistence import EventPersister
-from atrium.storage.stores.state import StateGroupStore
+from atrium.storage.stores.state import StateGroupStore, StateMap
 
 SEND_EVENTS_ENDPOINT = "send_events"
 
@@ -75,13 +75,26 @@ class LocalEventWriter:
         await self.publisher.publish("events", position, [])
 
 
-def encode_events(events: Sequence[Event]) -> list[dict[str, Any]]:
-    """Events as JSON for the send_events endpoint (PDU plus what is not in it)."""
+def encode_events(
+    events_and_contexts: Sequence[tuple[Event, EventContext]],
+) -> list[dict[str, Any]]:
+    """Events as JSON for the send_events endpoint (PDU plus what is not in it).
+
+    The writer recomputes each context from its own view of the room, except
+    what only the sender knows: a rejection (from federation auth checks) and
+    a state before the event given outright (a remote server's /state_ids
+    or send_join answer, when we lack the prev_events).
+    """
     out = []
-    for event in events:
+    for event, context in events_and_contexts:
         meta = event.internal_metadata
+        given = context.given_state_before
         out.append(
             {
+                "rejected_reason": context.rejected,
+                "state_ids_before": (
+                    None if given is None else [[t, k, e] for (t, k), e in given.items()]
+                ),
                 "room_version": event.room_version.identifier,
                 "format_version": int(event.format_version),
                 "pdu": event.get_dict(),
@@ -95,7 +108,8 @@ def encode_events(events: Sequence[Event]) -> list[dict[str, Any]]:
     return out
 
 
-def decode_events(items: Any) -> list[Event]:
+def decode_events(items: Any) -> list[tuple[Event, str | None, StateMap | None]]:
+    """(event, rejected reason, state before given outright) for each item."""
     if not isinstance(items, list):
         raise ValueError("'events' must be a list")
     events = []
@@ -114,7 +128,14 @@ def decode_events(items: Any) -> list[Event]:
         )
         if event.event_id != item["event_id"]:
             raise ValueError(f"event ID mismatch for {item['event_id']}")
-        events.append(event)
+        rejected = item.get("rejected_reason")
+        if rejected is not None and not isinstance(rejected, str):
+            raise ValueError("'rejected_reason' must be a string")
+        given = item.get("state_ids_before")
+        state: StateMap | None = None
+        if given is not None:
+            state = {(str(t), str(k)): str(e) for t, k, e in given}
+        events.append((event, rejected, state))
     return events
 
 
@@ -146,7 +167,7 @@ class RoutingEventSender:
         answer = await self.call_remote(
             writer,
             SEND_EVENTS_ENDPOINT,
-            {"events": encode_events([e for e, _ in events_and_contexts])},
+            {"events": encode_events(events_and_contexts)},
         )
         return answer["instance"], int(answer["stream_ordering"])
 
@@ -169,14 +190,18 @@ class SendEventsEndpoint:
         contexts: dict[str, EventContext] = {}
         pending: dict[str, Event] = {}
         items = []
-        for event in events:
+        for event, rejected, state_before in events:
             context = await compute_event_context(
                 event,
                 self.state_store,
                 self.resolver,
                 prev_contexts=contexts,
                 event_map=dict(pending),
+                state_ids_before=state_before,
             )
+            if rejected is not None:
+                event.rejected_reason = rejected
+                context = context.with_rejection(rejected)
             contexts[event.event_id] = context
             pending[event.event_id] = event
             items.append((event, context))

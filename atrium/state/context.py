@@ -74,6 +74,9 @@ class EventContext:
     rejected: str | None = None
     state_group_writes: tuple[StateGroupWrite, ...] = ()
     unwritten_states: Mapping[int, StateMap] = attrs.field(factory=dict, eq=False, repr=False)
+    # The state before the event when it was given outright (not derived
+    # from prev_events): another process persisting the event needs it.
+    given_state_before: StateMap | None = attrs.field(default=None, eq=False, repr=False)
 
     @staticmethod
     def for_outlier(rejected: str | None = None) -> EventContext:
@@ -93,7 +96,16 @@ class EventContext:
             prev_group, delta_ids = before_writes[0].prev_group, before_writes[0].delta_ids
         before = self.state_group_before
         unwritten = {g: s for g, s in self.unwritten_states.items() if g == before}
-        return EventContext(before, before, prev_group, delta_ids, reason, before_writes, unwritten)
+        return EventContext(
+            before,
+            before,
+            prev_group,
+            delta_ids,
+            reason,
+            before_writes,
+            unwritten,
+            given_state_before=self.given_state_before,
+        )
 
     def known_states(self) -> Mapping[int, StateMap]:
         """States of groups this context refers to that may not be written yet."""
@@ -299,7 +311,14 @@ async def compute_event_context(
     for write in writes:
         state_store.prefill_group(write.group, write.state)
     return EventContext(
-        before_group, after_group, after_prev[0], after_prev[1], None, tuple(writes), unwritten
+        before_group,
+        after_group,
+        after_prev[0],
+        after_prev[1],
+        None,
+        tuple(writes),
+        unwritten,
+        given_state_before=before_state if state_ids_before is not None else None,
     )
 
 

@@ -107,8 +107,14 @@ class SyncHandler:
         timeout_ms: int,
         sync_filter: Filter,
         full_state: bool = False,
+        rooms_only: bool = False,
     ) -> dict[str, Any]:
-        """The /sync response body for this request (waiting up to ``timeout_ms``)."""
+        """The /sync response body for this request (waiting up to ``timeout_ms``).
+
+        ``rooms_only`` leaves out every section but the rooms (the legacy
+        GET /events stream): in particular to-device messages, which a
+        sync ``since`` acknowledges, are neither sent nor acknowledged.
+        """
         started = time.perf_counter()
         if since is not None and not self.current_token().covers(since):
             # Handed out by a process ahead of this one: let this one catch up.
@@ -137,7 +143,7 @@ class SyncHandler:
             response: dict[str, Any] = {}
             room_stats = await self.rooms.build(request, response)
             stats.rooms, stats.events = room_stats.rooms, room_stats.events
-            for section in self.sections:
+            for section in () if rooms_only else self.sections:
                 await section.fill(request, response)
             # A section may hold a stream back (e.g. to-device messages
             # beyond one response's limit): next_batch is request.now after them.
