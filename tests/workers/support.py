@@ -102,11 +102,14 @@ class Deployment:
         *,
         redis_url: str | None = None,
         overrides: dict[str, Any] | None = None,
+        worker_names: dict[str, str] | None = None,
     ) -> None:
         self.tmp_path = tmp_path
         self.workers_spec = workers
         self.redis_url = redis_url or REDIS_URL
         self.overrides = overrides or {}
+        # worker file name -> `atrium worker --worker-name` template (scaled replicas)
+        self.worker_names = worker_names or {}
         self.db_url: str | None = None
         self.config_path = tmp_path / "hs" / "homeserver.yaml"
         self.processes: dict[str, AtriumProcess] = {}
@@ -176,7 +179,19 @@ class Deployment:
             self.worker_files[name] = path
             self.apps[name] = worker["worker_app"]
             self.processes[name] = AtriumProcess(
-                [*ATRIUM, "worker", "-c", str(self.config_path), "-c", str(path)],
+                [
+                    *ATRIUM,
+                    "worker",
+                    "-c",
+                    str(self.config_path),
+                    "-c",
+                    str(path),
+                    *(
+                        ["--worker-name", self.worker_names[name]]
+                        if name in self.worker_names
+                        else []
+                    ),
+                ],
                 port,
                 self.tmp_path / f"{name}.log",
             )

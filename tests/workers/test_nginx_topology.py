@@ -49,7 +49,17 @@ FULL_TIMELINE = {"room": {"timeline": {"limit": 1000}}}
 @pytest.fixture
 def topology(tmp_path):
     nginx_binary()  # skip (or fail under CI) before starting anything
-    d = Deployment(tmp_path, WORKERS).start()
+    # The sync and generic workers are named like docker-compose's scaled
+    # replicas (`--worker-name TYPE-{hostname}`), not by their files.
+    d = Deployment(
+        tmp_path,
+        WORKERS,
+        worker_names={
+            "sync1": "sync-a-{hostname}",
+            "sync2": "sync-b-{hostname}",
+            "generic1": "generic-{hostname}",
+        },
+    ).start()
     proxy = NginxProxy(tmp_path / "nginx")
     proxy.dir.mkdir()
     try:
