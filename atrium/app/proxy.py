@@ -24,6 +24,7 @@ from typing import Any
 
 import attrs
 
+from atrium.api.client.sync import MAX_TIMEOUT_MS
 from atrium.app.routes import (
     INTERNAL_GROUPS,
     STICKY_BY,
@@ -313,8 +314,8 @@ def render_nginx(
         "        proxy_set_header Host $host;",
         "        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
         "        proxy_set_header X-Forwarded-Proto $scheme;",
-        "        # /sync long-polls up to the client's timeout (capped by the server).",
-        "        proxy_read_timeout 330s;",
+        "        # /sync long-polls for up to the longest timeout the server holds.",
+        f"        proxy_read_timeout {MAX_TIMEOUT_MS // 1000 + 60}s;",
         "        proxy_buffering off;",
         "    }",
         "}",
