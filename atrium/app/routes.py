@@ -127,6 +127,6 @@ def collect_routes(*, federation: bool = True) -> list[Route]:
     hs: Any = _Anything()
     router = Router()
     replication_http.register_servlets(hs, router)
-    replication_http.register_replication_endpoint(hs, router, SEND_EVENTS_ENDPOINT, _Anything())
+    replication_http.register_replication_endpoint(hs, router, SEND_EVENTS_ENDPOINT, hs.handle)
     register_servlets(hs, router, federation=federation)
     return router.routes
