@@ -189,3 +189,15 @@ def test_health_checks_volumes_and_start_order(compose):
         if name != "master":
             assert services[name]["depends_on"]["master"]["condition"] == "service_healthy"
     assert {"postgres-data", "atrium-data"} <= set(volumes)
+
+
+def test_the_committed_nginx_file_passes_nginx_t(tmp_path):
+    """The compose routing file is valid nginx (its service names made local to resolve)."""
+    from tests.support.nginx import NginxProxy
+
+    proxy = NginxProxy(tmp_path)
+    text = (DEPLOY / "nginx" / "atrium.conf").read_text()
+    local, count = re.subn(r"(?m)^(\s+server )[\w.-]+:(\d+);", r"\g<1>127.0.0.1:\2;", text)
+    assert count >= 5
+    proxy.routing_conf.write_text(local.replace("listen 8008;", f"listen {proxy.listen};"))
+    proxy.check()

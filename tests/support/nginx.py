@@ -99,11 +99,18 @@ http {{
         )
         return conf
 
-    def start(self, timeout: float = 30.0) -> NginxProxy:
+    def _args(self) -> list[str]:
         conf = self._main_conf()
-        args = [self.binary, "-p", str(self.dir), "-c", str(conf), "-e", str(self.error_log)]
-        check = subprocess.run([*args, "-t"], capture_output=True, text=True)
+        return [self.binary, "-p", str(self.dir), "-c", str(conf), "-e", str(self.error_log)]
+
+    def check(self) -> None:
+        """``nginx -t`` on the routing file: syntax, directives, upstream names resolving."""
+        check = subprocess.run([*self._args(), "-t"], capture_output=True, text=True)
         assert check.returncode == 0, f"nginx -t failed:\n{check.stderr}"
+
+    def start(self, timeout: float = 30.0) -> NginxProxy:
+        self.check()
+        args = self._args()
         log = open(self.dir / "nginx.out", "ab")
         self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
