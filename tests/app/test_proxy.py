@@ -183,3 +183,16 @@ def test_routes_command_without_config_names_upstreams_by_worker_type(fmt):
     text = _cli("--format", fmt)
     for app in ("master", *proxy.PROXIED_APPS):
         assert f"{app}:8008" in text
+
+
+def test_json_rules_are_the_nginx_rules():
+    import json
+
+    data = json.loads(_cli("--format", "json"))
+    from_json = [
+        (f"^(?:{'|'.join(rule['methods'])}) {rule['uri_regex'][1:]}", rule["upstream"])
+        for rule in data["rules"]
+    ]
+    from_nginx = [(r.pattern, u) for r, u in _nginx_rules(COMMITTED.read_text())]
+    assert from_json == from_nginx
+    assert data["default"] == "master" and data["refused_prefixes"] == ["/_atrium/replication/"]
