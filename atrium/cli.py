@@ -7,6 +7,7 @@
     atrium migrate -c homeserver.yaml
     atrium generate-key -c homeserver.yaml
     atrium routes --format nginx|json [-c homeserver.yaml] [--listen PORT]
+    atrium status -c homeserver.yaml [--timeout S] [--json]
 
 A config mistake prints one line naming the key and exits with status 2.
 """
@@ -113,6 +114,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     routes.add_argument("--listen", default="8008", help="nginx listen address (default 8008)")
     routes.add_argument("-o", "--output", type=Path, help="write here instead of stdout")
+
+    status = sub.add_parser(
+        "status",
+        help="show every process of the deployment: ready or not, stream positions and lag",
+    )
+    status.add_argument("-c", "--config", action="append", required=True)
+    status.add_argument(
+        "--timeout", type=float, default=5.0, help="seconds to wait for each process (default 5)"
+    )
+    status.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    status.add_argument(
+        "--workers-dir", type=Path, help="worker files to include (default: <config dir>/workers)"
+    )
     return parser
 
 
@@ -222,6 +236,13 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"atrium: config error: {e}", file=sys.stderr)
         return EXIT_CONFIG
+
+    if args.command == "status":
+        from atrium.app.status import run_status
+
+        code, text = run_status(config, args.timeout, args.json, args.workers_dir)
+        print(text)
+        return code
 
     from atrium.app import commands
 

@@ -1,10 +1,14 @@
 """Health endpoints, answered by every process (route group "health").
 
-- ``GET /health``: the process is up. A process starts listening only once
-  it has joined replication and caught up with every writer, so load
-  balancers and our multi-process tests poll this to know it can serve.
-- ``GET /health/ready``: 503 while the replication link is down (the
-  process may serve stale data and wakes no long-polls), 200 otherwise.
+- ``GET /health`` and ``GET /health/live``: the process runs and serves HTTP.
+  A process starts listening only once it has joined replication and caught
+  up with every writer, so load balancers and our multi-process tests poll
+  this to know it can serve. Never touches the database.
+- ``GET /health/ready``: 200 when every readiness check passes (database
+  reachable, replication link up, every followed stream within
+  ``health.max_stream_lag``), else 503; the JSON body names each check, the
+  failing ones in ``failing``, and every stream position with its lag
+  (``atrium status`` reads it). See atrium/handlers/health.py.
 """
 
 from __future__ import annotations
@@ -13,18 +17,19 @@ from typing import Any
 
 from twisted.web.server import Request
 
+from atrium.handlers.health import HealthChecker
 from atrium.http.server import Router
 
 
 def register_servlets(hs: Any, router: Router) -> None:
-    async def health(request: Request) -> tuple[int, Any]:
+    checker = HealthChecker(hs)
+
+    async def live(request: Request) -> tuple[int, Any]:
         return 200, {"status": "ok", "instance": hs.instance_name}
 
     async def ready(request: Request) -> tuple[int, Any]:
-        replication = hs.replication
-        if replication is not None and not replication.connection.is_connected():
-            return 503, {"status": "replication link down", "instance": hs.instance_name}
-        return 200, {"status": "ready", "instance": hs.instance_name}
+        is_ready, body = await checker.check()
+        return (200 if is_ready else 503), body
 
-    router.register("GET", "/health", health, "health")
+    router.register("GET", ["/health", "/health/live"], live, "health")
     router.register("GET", "/health/ready", ready, "health")

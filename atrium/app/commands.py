@@ -8,6 +8,9 @@ from typing import Any
 
 from atrium.config.homeserver import HomeServerConfig
 
+# Exit status of a process refusing the database's schema (too old or too new).
+EXIT_SCHEMA = 2
+
 
 def setup_logging(config: HomeServerConfig) -> None:
     handler: logging.Handler
@@ -34,9 +37,15 @@ def _run_async(fn: Any) -> int:
 
     outcome: dict[str, Any] = {"rc": 1}
 
+    from atrium.storage.migrations import SchemaOutdatedError, SchemaTooNewError
+
     async def main() -> None:
         try:
             outcome["rc"] = await fn()
+        except (SchemaOutdatedError, SchemaTooNewError) as e:
+            # The operator's next step is in the message: one line, no traceback.
+            print(f"atrium: {e}", file=sys.stderr)
+            outcome["rc"] = EXIT_SCHEMA
         except Exception as e:
             logging.getLogger("atrium").exception("failed")
             print(f"atrium: {e}", file=sys.stderr)
@@ -68,7 +77,7 @@ def run_server(config: HomeServerConfig) -> int:
             hs.start_listening()
         except (SchemaOutdatedError, SchemaTooNewError) as e:
             print(f"atrium: {e}", file=sys.stderr)
-            state["rc"] = 2
+            state["rc"] = EXIT_SCHEMA
             reactor.stop()
             return
         except Exception as e:

@@ -164,7 +164,7 @@ def _rate_limit(data: dict[str, Any], name: str, default: RateLimit) -> RateLimi
     )
 
 
-def _listeners(items: list[dict[str, Any]]) -> tuple[Listener, ...]:
+def parse_listeners(items: list[dict[str, Any]]) -> tuple[Listener, ...]:
     result = []
     for item in items:
         kwargs: dict[str, Any] = {"port": item["port"]}
@@ -235,12 +235,12 @@ def parse_config(
         federation=data.get("federation") or {},
     )
     if "listeners" in data:
-        kwargs["listeners"] = _listeners(data["listeners"])
+        kwargs["listeners"] = parse_listeners(data["listeners"])
     if worker is not None:
         _validate(worker, WORKER_SCHEMA, worker_path)
         kwargs["worker_name"] = worker["worker_name"]
         kwargs["worker_app"] = worker["worker_app"]
-        kwargs["listeners"] = _listeners(worker.get("listeners") or [])
+        kwargs["listeners"] = parse_listeners(worker.get("listeners") or [])
         if "log_level" in worker:
             kwargs["log_level"] = worker["log_level"]
         if "log_file" in worker:

@@ -290,6 +290,16 @@ class ReplicationCommandHandler(BusListener):
     def on_commands(self, commands: Sequence[Command]) -> None:
         for command in commands:
             COMMANDS_RECEIVED.labels(command.NAME).inc()
+            if (
+                isinstance(command, PositionCommand)
+                and command.instance_name != self.instance_name
+                and command.stream_name in self.streams
+            ):
+                # Noted on arrival, before the (queued) processing: the
+                # difference to the applied position is this process's lag.
+                self.data_handler.note_advertised(
+                    command.stream_name, command.instance_name, command.new_token
+                )
         self._inbound.extend(commands)
         self._schedule_inbound()
 

@@ -18,6 +18,13 @@ STREAM_POSITION = Gauge(
     "Position this process has applied, per stream and writer",
     ["stream", "writer"],
 )
+# Lag of a process behind a writer = this minus atrium_stream_position (same labels).
+STREAM_WRITER_POSITION = Gauge(
+    "atrium_stream_writer_position",
+    "The writer's position as last advertised to this process (its POSITION commands),"
+    " per stream and writer; never below what this process has applied",
+    ["stream", "writer"],
+)
 
 
 class ReplicationDataHandler:
@@ -36,6 +43,10 @@ class ReplicationDataHandler:
         self.notifier = notifier
         # stream -> writer instance -> applied position
         self.positions: dict[str, dict[str, int]] = {name: {} for name in streams}
+        # stream -> writer instance -> the furthest position the writer has
+        # told us about (heard on the bus before the rows are applied), so
+        # ``lag()`` sees a process whose processing falls behind.
+        self.advertised: dict[str, dict[str, int]] = {name: {} for name in streams}
         # Read-your-writes: (stream, instance, token, deferred) waiting for a position.
         self._waiters: list[tuple[str, str, int, defer.Deferred[None]]] = []
 
@@ -44,6 +55,7 @@ class ReplicationDataHandler:
         if current is None or token > current:
             self.positions[stream][instance] = token
             STREAM_POSITION.labels(stream, instance).set(token)
+            self.note_advertised(stream, instance, token)
             if self._waiters:
                 self._wake_waiters()
 
@@ -68,6 +80,25 @@ class ReplicationDataHandler:
         d: defer.Deferred[None] = defer.Deferred()
         self._waiters.append((stream, instance, token, d))
         await d
+
+    def note_advertised(self, stream: str, instance: str, token: int) -> None:
+        """The writer ``instance`` says its ``stream`` has reached ``token``."""
+        current = self.advertised.setdefault(stream, {}).get(instance)
+        if current is None or token > current:
+            self.advertised[stream][instance] = token
+            STREAM_WRITER_POSITION.labels(stream, instance).set(token)
+
+    def lags(self) -> list[tuple[str, str, int, int]]:
+        """(stream, writer, applied position, writer's advertised position) for
+        every writer this process knows, sorted; lag is the difference."""
+        result = []
+        for stream in sorted(set(self.positions) | set(self.advertised)):
+            writers = set(self.positions.get(stream, {})) | set(self.advertised.get(stream, {}))
+            for writer in sorted(writers):
+                applied = self.get_position(stream, writer)
+                advertised = max(self.advertised.get(stream, {}).get(writer, 0), applied)
+                result.append((stream, writer, applied, advertised))
+        return result
 
     def get_position(self, stream: str, instance: str) -> int:
         return self.positions.get(stream, {}).get(instance, 0)

@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 import txredisapi
+from prometheus_client import Gauge
 from twisted.internet import defer
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.ssl import optionsForClientTLS
@@ -31,6 +32,15 @@ from atrium.replication.bus import BusConnection
 from atrium.replication.commands import Command
 
 logger = logging.getLogger(__name__)
+
+# Labelled so that only processes with a Redis link export it: the embedded
+# default (no Redis) has no series, and the "Redis lost" alert
+# (deploy/prometheus/alerts.yml) cannot fire for it.
+REPLICATION_CONNECTED = Gauge(
+    "atrium_replication_connected",
+    "1 while both Redis connections (publish and subscribe) of this process are up, else 0",
+    ["transport"],
+)
 
 
 def default_channel(server_name: str) -> str:
@@ -49,6 +59,7 @@ class _Link:
 
     def ready(self, protocol: Any) -> None:
         self.protocol = protocol
+        self.bus._update_connected_gauge()
         if not self.ever_ready:
             self.ever_ready = True
             self.first.callback(None)
@@ -59,6 +70,7 @@ class _Link:
     def lost(self, protocol: Any) -> None:
         if self.protocol is protocol:
             self.protocol = None
+            self.bus._update_connected_gauge()
             if not self.bus.stopping:
                 logger.warning("Redis %s connection lost; reconnecting", self.role)
 
@@ -213,6 +225,7 @@ class RedisBus(BusConnection):
                 logger.warning("Redis did not acknowledge the last messages")
         self.stopping = True
         self._started = False
+        REPLICATION_CONNECTED.labels("redis").set(0)
         factories, self._factories = self._factories, []
         for factory in factories:
             try:
@@ -225,6 +238,12 @@ class RedisBus(BusConnection):
             link.protocol is not None and link.protocol.connected
             for link in (self._publisher, self._subscriber)
         )
+
+    def _update_connected_gauge(self) -> None:
+        # protocol.connected may still be set while connectionLost runs: the
+        # links' own view (a protocol or None) is what counts here.
+        up = all(link.protocol is not None for link in (self._publisher, self._subscriber))
+        REPLICATION_CONNECTED.labels("redis").set(1 if up else 0)
 
     def send(self, commands: Sequence[Command]) -> None:
         if not commands:

@@ -72,3 +72,79 @@ async def test_users_rooms_and_deactivation(server):
     assert (await root.get(f"{ADMIN}/users/{q(alice.user_id)}")).json["deactivated"] is True
     bad = await root.get(f"{ADMIN}/users", query={"limit": "x"})
     assert bad.code == 400
+
+
+@pytest_twisted.ensureDeferred
+async def test_every_admin_endpoint_refuses_a_non_admin_with_403(server):
+    hs, anon = server
+    alice = await anon.register("alice")
+    room_id = (await alice.post(f"{V3}/createRoom", {})).json["room_id"]
+    requests = [
+        ("GET", "/server_version"),
+        ("GET", "/users"),
+        ("GET", f"/users/{q(alice.user_id)}"),
+        ("POST", f"/users/{q(alice.user_id)}/deactivate"),
+        ("GET", "/rooms"),
+        ("GET", f"/rooms/{q(room_id)}"),
+    ]
+    for method, path in requests:
+        resp = await alice.request(method, ADMIN + path, {} if method == "POST" else None)
+        assert (resp.code, resp.json["errcode"]) == (403, "M_FORBIDDEN"), (path, resp)
+    # Nothing happened: alice is still active.
+    assert (await alice.get(f"{V3}/account/whoami")).code == 200
+
+
+@pytest_twisted.ensureDeferred
+async def test_unknown_users_and_rooms_are_404(server):
+    hs, anon = server
+    root = await _admin(hs, anon)
+    for method, path in (
+        ("GET", f"/users/{q('@ghost:test.local')}"),
+        ("POST", f"/users/{q('@ghost:test.local')}/deactivate"),
+        ("GET", f"/users/{q('@someone:elsewhere.example')}"),
+        ("GET", f"/rooms/{q('!nope:test.local')}"),
+    ):
+        resp = await root.request(method, ADMIN + path, {} if method == "POST" else None)
+        assert (resp.code, resp.json["errcode"]) == (404, "M_NOT_FOUND"), (path, resp)
+    # Malformed IDs are the client's mistake, not an unknown entity.
+    assert (await root.get(f"{ADMIN}/users/{q('ghost')}")).code == 400
+    assert (await root.get(f"{ADMIN}/rooms/{q('nope')}")).code == 400
+
+
+@pytest_twisted.ensureDeferred
+async def test_user_and_room_lists_page_through_everything_once(server):
+    hs, anon = server
+    root = await _admin(hs, anon)
+    users = [await anon.register(f"user{i}") for i in range(5)]
+    rooms = {(await users[i].post(f"{V3}/createRoom", {})).json["room_id"] for i in range(5)}
+
+    seen_users: list[str] = []
+    token: str | None = None
+    pages = 0
+    while True:
+        query = {"limit": 2, **({"from": token} if token else {})}
+        page = await root.get(f"{ADMIN}/users", query=query)
+        assert page.code == 200 and page.json["total"] == 6 and len(page.json["users"]) <= 2
+        seen_users += [u["name"] for u in page.json["users"]]
+        pages += 1
+        token = page.json.get("next_token")
+        if token is None:
+            break
+    assert pages == 3
+    assert sorted(seen_users) == sorted(["@root:test.local", *(u.user_id for u in users)])
+    assert len(set(seen_users)) == len(seen_users)
+
+    seen_rooms: list[str] = []
+    offset: int | None = 0
+    while offset is not None:
+        page = await root.get(f"{ADMIN}/rooms", query={"limit": 2, "from": offset})
+        assert page.code == 200 and page.json["total_rooms"] == 5 and page.json["offset"] == offset
+        seen_rooms += [r["room_id"] for r in page.json["rooms"]]
+        offset = page.json.get("next_batch")
+    assert sorted(seen_rooms) == sorted(rooms) and len(seen_rooms) == 5
+    past_end = await root.get(f"{ADMIN}/rooms", query={"from": 10})
+    assert past_end.json["rooms"] == [] and "next_batch" not in past_end.json
+    for bad in ({"limit": 0}, {"from": -1}):
+        assert (await root.get(f"{ADMIN}/users", query=bad)).code == 400, bad
+    # Limits over the maximum (1000) are capped, not refused.
+    assert len((await root.get(f"{ADMIN}/users", query={"limit": 5000})).json["users"]) == 6

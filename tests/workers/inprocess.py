@@ -29,9 +29,14 @@ from tests.support.process import free_port
 
 @asynccontextmanager
 async def in_process_deployment(
-    tmp_path: Path, postgres_server: str, workers: list[tuple[str, int]]
+    tmp_path: Path,
+    postgres_server: str,
+    workers: list[tuple[str, int]],
+    overrides: dict[str, Any] | None = None,
 ) -> AsyncIterator[tuple[dict[str, HomeServer], InProcessBus]]:
-    """name -> started HomeServer (the master is "master"), and the bus they share."""
+    """name -> started HomeServer (the master is "master"), and the bus they share.
+
+    ``overrides`` are top-level keys set in homeserver.yaml."""
     db_url = create_postgres_database(postgres_server)
     config_path, worker_files = generate_config(
         tmp_path / "hs",
@@ -45,6 +50,7 @@ async def in_process_deployment(
     )
     data = yaml.safe_load(config_path.read_text())
     data["rate_limits"] = {"enabled": False}
+    data.update(overrides or {})
     for path in worker_files:
         worker = yaml.safe_load(path.read_text())
         port = free_port()
