@@ -5,6 +5,8 @@
     atrium generate-config --server-name NAME --data-dir DIR [...]
     atrium register-user -c homeserver.yaml --user NAME --password PW [--admin]
     atrium migrate -c homeserver.yaml
+    atrium generate-key -c homeserver.yaml
+    atrium routes --format nginx|json [-c homeserver.yaml] [--listen PORT]
     atrium status -c homeserver.yaml [--timeout S] [--json]
 
 A config mistake prints one line naming the key and exits with status 2.
@@ -13,6 +15,7 @@ A config mistake prints one line naming the key and exits with status 2.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -44,6 +47,12 @@ def _parser() -> argparse.ArgumentParser:
         required=True,
         help="homeserver.yaml, then the worker's file",
     )
+    worker.add_argument(
+        "--worker-name",
+        default=os.environ.get("ATRIUM_WORKER_NAME") or None,
+        help="replaces the worker file's worker_name; {hostname} is this host's name, so"
+        " replicas of one scaled service differ (default: $ATRIUM_WORKER_NAME)",
+    )
 
     gen = sub.add_parser(
         "generate-config", help="write a data directory with homeserver.yaml and a signing key"
@@ -63,6 +72,19 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--federation-skip-verify", action="store_true")
     gen.add_argument("--federation-allow-private-ips", action="store_true")
     gen.add_argument("--force", action="store_true", help="overwrite an existing homeserver.yaml")
+    gen.add_argument("--public-baseurl", help="the URL clients use (default: the listener's)")
+    gen.add_argument(
+        "--containers",
+        action="store_true",
+        help="one container per process (docker-compose): every process on 0.0.0.0, the"
+        " others reached by instance name, data in /data, secrets from ${ATRIUM_...}"
+        " environment variables, no signing key written (see docs/deployment.md)",
+    )
+
+    key = sub.add_parser(
+        "generate-key", help="write the signing key the config names, unless it exists"
+    )
+    key.add_argument("-c", "--config", action="append", required=True)
 
     reg = sub.add_parser("register-user", help="create a local user")
     reg.add_argument("-c", "--config", action="append", required=True)
@@ -72,6 +94,26 @@ def _parser() -> argparse.ArgumentParser:
 
     mig = sub.add_parser("migrate", help="apply database schema migrations and exit")
     mig.add_argument("-c", "--config", action="append", required=True)
+
+    routes = sub.add_parser(
+        "routes", help="print reverse-proxy routing (which process serves which endpoint)"
+    )
+    routes.add_argument("--format", choices=("nginx", "json"), default="nginx")
+    routes.add_argument(
+        "-c",
+        "--config",
+        type=Path,
+        help="homeserver.yaml: upstreams from its instance_map and worker files"
+        " (default: one upstream per worker type named after it, port 8008)",
+    )
+    routes.add_argument(
+        "--worker-config",
+        action="append",
+        type=Path,
+        help="a worker file (repeatable; default: workers/*.yaml beside homeserver.yaml)",
+    )
+    routes.add_argument("--listen", default="8008", help="nginx listen address (default 8008)")
+    routes.add_argument("-o", "--output", type=Path, help="write here instead of stdout")
 
     status = sub.add_parser(
         "status",
@@ -133,6 +175,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         worker_base_port=args.worker_base_port,
         federation=federation,
         overwrite=args.force,
+        containers=args.containers,
+        public_baseurl=args.public_baseurl,
     )
     print(f"Wrote {config_path}")
     print(f"Start the main process:  atrium run -c {config_path}")
@@ -141,13 +185,46 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_routes(args: argparse.Namespace) -> int:
+    from atrium.app import proxy
+    from atrium.app.routes import collect_routes
+
+    max_body = 10 * 1024 * 1024
+    if args.config is not None:
+        upstreams = proxy.configured_upstreams(args.config, args.worker_config)
+        max_body = load_config([str(args.config)]).max_request_size
+    else:
+        upstreams = proxy.default_upstreams()
+    routes = collect_routes()
+    if args.format == "json":
+        text = proxy.render_json(routes, upstreams)
+    else:
+        shown = "".join(
+            [
+                f" -c {args.config}" if args.config else "",
+                "".join(f" --worker-config {w}" for w in args.worker_config or []),
+                f" --listen {args.listen}" if args.listen != "8008" else "",
+            ]
+        )
+        text = proxy.render_nginx(
+            routes, upstreams, listen=args.listen, max_body_size=max_body, generated_by=shown
+        )
+    if args.output:
+        args.output.write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "generate-config":
             return _cmd_generate(args)
+        if args.command == "routes":
+            return _cmd_routes(args)
         paths = args.config or (_first_run_config() if args.command == "run" else [])
-        config: HomeServerConfig = load_config(paths)
+        config: HomeServerConfig = load_config(paths, getattr(args, "worker_name", None))
         if args.command == "run" and config.is_worker:
             raise ConfigError(
                 "config", "a worker file was given to `atrium run`; use `atrium worker`"
@@ -175,6 +252,8 @@ def main(argv: list[str] | None = None) -> int:
         return commands.register_user(config, args.user, args.password, args.admin)
     if args.command == "migrate":
         return commands.migrate(config)
+    if args.command == "generate-key":
+        return commands.generate_key(config)
     return EXIT_CONFIG
 
 

@@ -159,3 +159,17 @@ def migrate(config: HomeServerConfig) -> int:
         return 0
 
     return _run_async(go)
+
+
+def generate_key(config: HomeServerConfig) -> int:
+    """Write a signing key at ``signing_key_path`` unless one is there (first start)."""
+    from atrium.crypto.keys import generate_signing_key, write_signing_key_file
+
+    path = config.signing_key_path
+    if path.exists():
+        print(f"atrium: signing key {path} exists, kept")
+        return 0
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_signing_key_file(path, [generate_signing_key()])
+    print(f"atrium: wrote signing key {path}")
+    return 0

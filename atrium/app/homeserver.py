@@ -14,7 +14,7 @@ from typing import Any
 from twisted.internet import defer
 from twisted.internet.interfaces import IListeningPort
 
-from atrium.app.routes import groups_for_app
+from atrium.app.routes import groups_for_app, register_servlets
 from atrium.config.homeserver import HomeServerConfig
 from atrium.crypto.keys import read_signing_key_file
 from atrium.handlers.admin import AdminHandler
@@ -539,15 +539,6 @@ class HomeServer:
             # Joins, leaves and invites this server cannot do alone.
             self.room_members.remote = self.federation.remote_membership
 
-    def _register_federation_servlets(self) -> None:
-        if self.federation is None:
-            return
-        from atrium.api.federation import keys as federation_keys
-        from atrium.api.federation import transport as federation_transport
-
-        for module in (federation_keys, federation_transport):
-            module.register_servlets(self, self.router)
-
     def _start_federation_listener(self) -> None:
         """The TLS listener for other servers: on the master, federation routes only."""
         if self.federation is None or self.config.is_worker:
@@ -557,9 +548,6 @@ class HomeServer:
     # -- end federation --------------------------------------------------------------
 
     def _register_servlets(self) -> None:
-        from atrium.api import admin
-        from atrium.api.client import account, keys, meta, room_write
-
         # -- admin API --
         self.admin = AdminHandler(
             stores=self.stores,
@@ -568,32 +556,7 @@ class HomeServer:
             room_members=self.room_members,
             server_name=self.server_name,
         )
-        admin.register_servlets(self, self.router)
-
-        for module in (meta, account, room_write, keys):
-            module.register_servlets(self, self.router)
-        # -- /sync and filters (wt/sync) --
-        from atrium.api.client import filter as filter_api
-        from atrium.api.client import sync
-
-        for module in (sync, filter_api):
-            module.register_servlets(self, self.router)
-        # -- room reads and directory (wt/reads) --
-        from atrium.api.client import directory, room_read
-
-        for module in (room_read, directory):
-            module.register_servlets(self, self.router)
-        # user data & ephemeral
-        from atrium.api.client import account_data, ephemeral, presence, profile, push_rules
-
-        for module in (ephemeral, account_data, push_rules, presence, profile):
-            module.register_servlets(self, self.router)
-        # /health on every process (wt/workers)
-        from atrium.api import health
-
-        health.register_servlets(self, self.router)
-        # -- federation (wt/fed) --
-        self._register_federation_servlets()
+        register_servlets(self, self.router, federation=self.federation is not None)
 
     # -- running ---------------------------------------------------------------
     async def start(self) -> None:

@@ -15,6 +15,10 @@ the master alone: their writes are "client_master", served only there.
 
 from __future__ import annotations
 
+from typing import Any
+
+from atrium.http.server import Route, Router
+
 # group -> what it covers
 ROUTE_GROUPS: dict[str, str] = {
     "client_account": "registration, login, logout, password and device changes",
@@ -53,3 +57,76 @@ def groups_for_app(worker_app: str | None) -> frozenset[str] | None:
     if worker_app is None:
         return None
     return WORKER_GROUPS[worker_app]
+
+
+# Groups no reverse proxy exposes: process-to-process endpoints (they check the
+# worker_replication_secret too; refusing them at the edge is defence in depth).
+INTERNAL_GROUPS: frozenset[str] = frozenset({"replication"})
+
+# How a reverse proxy spreads requests across several workers of one type:
+# "user" pins a user's requests (hash of the access token) to one worker so
+# its /sync caches stay warm; "room" pins a room's writes (hash of the room
+# ID in the path) to one event writer, so one room's events are always
+# handed over by the same process. Types not listed are balanced freely.
+STICKY_BY: dict[str, str] = {"sync": "user", "event_writer": "room"}
+
+
+def register_servlets(hs: Any, router: Router, *, federation: bool) -> None:
+    """Register every HTTP servlet on ``router`` (each under its group).
+
+    The one list of servlet modules: the composition root mounts it, and
+    ``collect_routes`` reads it to generate reverse-proxy configs.
+    """
+    from atrium.api import admin, health
+    from atrium.api.client import (
+        account,
+        account_data,
+        directory,
+        ephemeral,
+        filter,
+        keys,
+        meta,
+        presence,
+        profile,
+        push_rules,
+        room_read,
+        room_write,
+        sync,
+    )
+
+    modules: list[Any] = [admin, meta, account, room_write, keys, sync, filter, room_read]
+    modules += [directory, ephemeral, account_data, push_rules, presence, profile, health]
+    if federation:
+        from atrium.api.federation import keys as federation_keys
+        from atrium.api.federation import transport as federation_transport
+
+        modules += [federation_keys, federation_transport]
+    for module in modules:
+        module.register_servlets(hs, router)
+
+
+class _Anything:
+    """Stands in for any collaborator: servlet registration only stores
+    references to them, so the routes can be listed without a database."""
+
+    def __getattr__(self, name: str) -> _Anything:
+        return _Anything()
+
+    def __call__(self, *args: Any, **kwargs: Any) -> _Anything:
+        return _Anything()
+
+    def __iter__(self) -> Any:
+        return iter(())
+
+
+def collect_routes(*, federation: bool = True) -> list[Route]:
+    """Every route a process can serve (send_events included), without running one."""
+    from atrium.handlers.event_writer import SEND_EVENTS_ENDPOINT
+    from atrium.replication import http as replication_http
+
+    hs: Any = _Anything()
+    router = Router()
+    replication_http.register_servlets(hs, router)
+    replication_http.register_replication_endpoint(hs, router, SEND_EVENTS_ENDPOINT, hs.handle)
+    register_servlets(hs, router, federation=federation)
+    return router.routes

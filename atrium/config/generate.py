@@ -17,6 +17,22 @@ from atrium.config.homeserver import ConfigError
 
 WORKER_APPS = ("sync", "event_writer", "federation_reader", "generic", "federation_sender")
 
+# --containers: one container per process (docker-compose.yml). Every process
+# listens on all interfaces on the same ports, reaches the others by instance
+# name (the compose service name), keeps its data in a volume and reads its
+# secrets from the environment, so the generated files hold no secret and can
+# be committed.
+CONTAINER_DATA_DIR = "/data"
+CONTAINER_METRICS_PORT = 9000
+# Worker types other processes call (so they need fixed names and an
+# instance_map entry); in containers the others are scaled replicas whose
+# names come from their hostnames (`atrium worker --worker-name`).
+NAMED_APPS = ("event_writer", "federation_sender")
+CONTAINER_SECRETS = {
+    "registration_shared_secret": "${ATRIUM_REGISTRATION_SHARED_SECRET}",
+    "worker_replication_secret": "${ATRIUM_WORKER_REPLICATION_SECRET}",
+}
+
 
 def parse_workers_spec(spec: str) -> list[tuple[str, int]]:
     """``sync:2,event_writer:2`` -> [("sync", 2), ("event_writer", 2)]."""
@@ -50,8 +66,14 @@ def generate_config(
     worker_base_port: int | None = None,
     federation: dict[str, Any] | None = None,
     overwrite: bool = False,
+    containers: bool = False,
+    public_baseurl: str | None = None,
 ) -> tuple[Path, list[Path]]:
-    """Write ``data_dir/homeserver.yaml`` (and worker files); returns their paths."""
+    """Write ``data_dir/homeserver.yaml`` (and worker files); returns their paths.
+
+    With ``containers`` (see CONTAINER_*), no signing key is written: the
+    master makes it in the data volume on first start (``atrium generate-key``).
+    """
     from atrium.crypto.keys import generate_signing_key, write_signing_key_file
 
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -61,8 +83,10 @@ def generate_config(
             "--data-dir", f"{config_path} already exists; remove it or choose another directory"
         )
     key_path = data_dir / "signing.key"
-    if not key_path.exists():
+    if not key_path.exists() and not containers:
         write_signing_key_file(key_path, [generate_signing_key()])
+    if containers:
+        bind_address = "0.0.0.0"
 
     workers = workers or []
     if workers and (not database_url or not database_url.startswith("postgres")):
@@ -72,9 +96,9 @@ def generate_config(
 
     config: dict[str, Any] = {
         "server_name": server_name,
-        "public_baseurl": f"http://{bind_address}:{http_port}/",
-        "data_dir": ".",
-        "signing_key_path": "signing.key",
+        "public_baseurl": public_baseurl or f"http://{bind_address}:{http_port}/",
+        "data_dir": CONTAINER_DATA_DIR if containers else ".",
+        "signing_key_path": f"{CONTAINER_DATA_DIR}/signing.key" if containers else "signing.key",
         "database": {"url": database_url or "sqlite:///homeserver.db"},
         "listeners": [
             {
@@ -87,6 +111,9 @@ def generate_config(
         "enable_registration": enable_registration,
         "registration_shared_secret": secrets.token_urlsafe(32),
     }
+    if containers:
+        config["registration_shared_secret"] = CONTAINER_SECRETS["registration_shared_secret"]
+        config["listeners"].append(_metrics_listener(CONTAINER_METRICS_PORT, bind_address))
     if redis_url:
         config["redis"] = {"url": redis_url}
     if federation:
@@ -107,9 +134,17 @@ def generate_config(
 
     worker_files: list[Path] = []
     if workers:
-        config["worker_replication_secret"] = secrets.token_urlsafe(32)
+        config["worker_replication_secret"] = (
+            CONTAINER_SECRETS["worker_replication_secret"]
+            if containers
+            else secrets.token_urlsafe(32)
+        )
         port = worker_base_port or http_port + 100
-        instance_map: dict[str, Any] = {"master": {"host": bind_address, "port": http_port}}
+
+        def host(name: str) -> str:
+            return name if containers else bind_address
+
+        instance_map: dict[str, Any] = {"master": {"host": host("master"), "port": http_port}}
         event_writers: list[str] = []
         worker_dir = data_dir / "workers"
         worker_dir.mkdir(exist_ok=True)
@@ -118,7 +153,10 @@ def generate_config(
                 name = f"{app}{i}"
                 worker_port, metrics_port = port, port + 1
                 port += 2
-                instance_map[name] = {"host": bind_address, "port": worker_port}
+                if containers:
+                    worker_port, metrics_port = http_port, CONTAINER_METRICS_PORT
+                if not containers or app in NAMED_APPS:
+                    instance_map[name] = {"host": host(name), "port": worker_port}
                 if app == "event_writer":
                     event_writers.append(name)
                 worker = {
@@ -131,7 +169,7 @@ def generate_config(
                             "type": "http",
                             "resources": ["client", "federation", "keys", "health", "replication"],
                         },
-                        {"port": metrics_port, "bind_addresses": [bind_address], "type": "metrics"},
+                        _metrics_listener(metrics_port, bind_address),
                     ],
                 }
                 path = worker_dir / f"{name}.yaml"
@@ -145,3 +183,7 @@ def generate_config(
         + yaml.safe_dump(config, sort_keys=False)
     )
     return config_path, worker_files
+
+
+def _metrics_listener(port: int, bind_address: str) -> dict[str, Any]:
+    return {"port": port, "bind_addresses": [bind_address], "type": "metrics"}

@@ -8,6 +8,8 @@ so a data directory can be moved as a whole.
 from __future__ import annotations
 
 import os
+import re
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -315,12 +317,51 @@ def _check_consistency(config: HomeServerConfig, config_path: str, worker_path: 
             )
 
 
-def load_config(paths: list[str]) -> HomeServerConfig:
-    """Load homeserver.yaml, plus a worker file when a second path is given."""
+# ${NAME} or ${NAME:-default} in a string value: the environment variable.
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand_env(value: Any, path: str, key: str = "") -> Any:
+    """``value`` with ``${NAME}`` / ``${NAME:-default}`` in its strings replaced
+    from the environment (secrets and per-container settings stay out of the
+    file); an unset variable without a default is a ConfigError naming the key."""
+    if isinstance(value, dict):
+        return {k: expand_env(v, path, f"{key}.{k}" if key else str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [expand_env(v, path, f"{key}.{i}") for i, v in enumerate(value)]
+    if not isinstance(value, str) or "${" not in value:
+        return value
+
+    def one(m: re.Match[str]) -> str:
+        name, default = m.group(1), m.group(2)
+        if name in os.environ:
+            return os.environ[name]
+        if default is not None:
+            return default
+        raise ConfigError(key or "config", f"environment variable {name} is not set", path)
+
+    return _ENV_REF.sub(one, value)
+
+
+def worker_name_from_template(template: str) -> str:
+    """``--worker-name`` / ATRIUM_WORKER_NAME: ``{hostname}`` becomes this host's
+    name (a container's), so replicas of one scaled service get distinct names."""
+    host = re.sub(r"[^A-Za-z0-9_\-]", "-", socket.gethostname().split(".", 1)[0])
+    return template.replace("{hostname}", host)
+
+
+def load_config(paths: list[str], worker_name: str | None = None) -> HomeServerConfig:
+    """Load homeserver.yaml, plus a worker file when a second path is given.
+
+    ``worker_name`` (a template, see ``worker_name_from_template``) replaces
+    the worker file's ``worker_name``.
+    """
     if not paths:
         raise ConfigError("config", "no config file given (use -c homeserver.yaml)")
-    data = _read_yaml(paths[0])
-    worker = _read_yaml(paths[1]) if len(paths) > 1 else None
+    data = expand_env(_read_yaml(paths[0]), paths[0])
+    worker = expand_env(_read_yaml(paths[1]), paths[1]) if len(paths) > 1 else None
     if len(paths) > 2:
         raise ConfigError("config", "at most two files: homeserver.yaml and one worker file")
+    if worker is not None and worker_name:
+        worker["worker_name"] = worker_name_from_template(worker_name)
     return parse_config(data, paths[0], worker, paths[1] if len(paths) > 1 else "")

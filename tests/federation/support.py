@@ -10,7 +10,6 @@ needs allow_private_ips, and the self-signed certificates need skip-verify
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -26,15 +25,10 @@ from atrium.events.builder import build_event
 from atrium.events.event import Event
 from tests.support.client import JsonClient
 from tests.support.db import create_postgres_database, drop_postgres_database
+from tests.support.process import free_port
 
 FED_V1 = "/_matrix/federation/v1"
 CLIENT_V3 = "/_matrix/client/v3"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @attrs.define

@@ -7,6 +7,7 @@ answers (or the process dies, which fails the test with its output).
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -21,7 +22,28 @@ import yaml
 ATRIUM = [sys.executable, "-m", "atrium.cli"]
 
 
+# Ports handed out below the kernel's ephemeral range (32768-60999 on Linux):
+# a port the kernel picks for bind(0) comes from that range, which is also
+# where every outgoing connection's source port comes from, so between
+# picking it and the process binding it, any client connection on the machine
+# (thousands, to PostgreSQL and Redis, with tests running in parallel) may take it.
+_PORT_RANGE = (20000, 32768)
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
+    """A port nobody listens on now, outside the ephemeral range, never returned twice."""
+    for _ in range(200):
+        port = random.randrange(*_PORT_RANGE)
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]

@@ -102,11 +102,14 @@ class Deployment:
         *,
         redis_url: str | None = None,
         overrides: dict[str, Any] | None = None,
+        worker_names: dict[str, str] | None = None,
     ) -> None:
         self.tmp_path = tmp_path
         self.workers_spec = workers
         self.redis_url = redis_url or REDIS_URL
         self.overrides = overrides or {}
+        # worker file name -> `atrium worker --worker-name` template (scaled replicas)
+        self.worker_names = worker_names or {}
         self.db_url: str | None = None
         self.config_path = tmp_path / "hs" / "homeserver.yaml"
         self.processes: dict[str, AtriumProcess] = {}
@@ -145,6 +148,15 @@ class Deployment:
         data["redis"]["channel"] = f"atrium-test-{uuid.uuid4().hex}"
         data["replication"] = {"ping_interval": 0.5, "ping_timeout": 3}
         data.update(self.overrides)
+        # The master's metrics too: tests check which process served what.
+        self.metrics_ports["master"] = free_port()
+        data["listeners"].append(
+            {
+                "port": self.metrics_ports["master"],
+                "bind_addresses": ["127.0.0.1"],
+                "type": "metrics",
+            }
+        )
         self.processes["master"] = AtriumProcess(
             [*ATRIUM, "run", "-c", str(self.config_path)],
             master_port,
@@ -167,7 +179,19 @@ class Deployment:
             self.worker_files[name] = path
             self.apps[name] = worker["worker_app"]
             self.processes[name] = AtriumProcess(
-                [*ATRIUM, "worker", "-c", str(self.config_path), "-c", str(path)],
+                [
+                    *ATRIUM,
+                    "worker",
+                    "-c",
+                    str(self.config_path),
+                    "-c",
+                    str(path),
+                    *(
+                        ["--worker-name", self.worker_names[name]]
+                        if name in self.worker_names
+                        else []
+                    ),
+                ],
                 port,
                 self.tmp_path / f"{name}.log",
             )
@@ -216,6 +240,22 @@ class Deployment:
             if line.startswith(metric + " "):
                 return float(line.split()[1])
         raise AssertionError(f"{metric} not exported by {name}")
+
+    async def metric_total(
+        self, session: aiohttp.ClientSession, name: str, metric: str, **labels: str
+    ) -> float:
+        """The sum of ``metric`` over the series of process ``name`` matching ``labels``."""
+        url = f"http://127.0.0.1:{self.metrics_ports[name]}/metrics"
+        async with session.get(url) as resp:
+            text = await resp.text()
+        total = 0.0
+        for line in text.splitlines():
+            series, _, value = line.rpartition(" ")
+            if not (series == metric or series.startswith(metric + "{")):
+                continue
+            if all(f'{k}="{v}"' in series for k, v in labels.items()):
+                total += float(value)
+        return total
 
 
 class Api:
