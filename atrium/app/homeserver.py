@@ -576,7 +576,11 @@ class HomeServer:
                 root.putChild(b"metrics", MetricsResource())
                 site: Any = Site(root)
             else:
-                site = AtriumSite(JsonResource(self.router, groups), self.config.max_request_size)
+                site = AtriumSite(
+                    JsonResource(self.router, groups),
+                    self.config.max_request_size,
+                    x_forwarded=listener.x_forwarded,
+                )
             for address in listener.bind_addresses:
                 port = self.reactor.listenTCP(listener.port, site, interface=address)
                 self._ports.append(port)

@@ -113,6 +113,9 @@ def generate_config(
     }
     if containers:
         config["registration_shared_secret"] = CONTAINER_SECRETS["registration_shared_secret"]
+        # Clients reach every process through nginx: rate limits go by the
+        # address nginx puts in X-Forwarded-For.
+        config["listeners"][0]["x_forwarded"] = True
         config["listeners"].append(_metrics_listener(CONTAINER_METRICS_PORT, bind_address))
     if redis_url:
         config["redis"] = {"url": redis_url}
@@ -168,6 +171,7 @@ def generate_config(
                             "bind_addresses": [bind_address],
                             "type": "http",
                             "resources": ["client", "federation", "keys", "health", "replication"],
+                            **({"x_forwarded": True} if containers else {}),
                         },
                         _metrics_listener(metrics_port, bind_address),
                     ],

@@ -45,6 +45,9 @@ class Listener:
     bind_addresses: tuple[str, ...] = ("127.0.0.1",)
     type: str = "http"
     tls: bool = False
+    # Behind a reverse proxy: the client's address is the last one the proxy
+    # added to X-Forwarded-For (rate limits are per client address).
+    x_forwarded: bool = False
     resources: tuple[str, ...] = ("client", "federation", "keys", "health", "admin")
 
 
@@ -170,7 +173,7 @@ def parse_listeners(items: list[dict[str, Any]]) -> tuple[Listener, ...]:
         kwargs: dict[str, Any] = {"port": item["port"]}
         if "bind_addresses" in item:
             kwargs["bind_addresses"] = tuple(item["bind_addresses"])
-        for key in ("type", "tls"):
+        for key in ("type", "tls", "x_forwarded"):
             if key in item:
                 kwargs[key] = item[key]
         if "resources" in item:

@@ -26,6 +26,7 @@ _LISTENER: dict[str, Any] = {
         "bind_addresses": {"type": "array", "items": {"type": "string"}, "minItems": 1},
         "type": {"enum": ["http", "metrics"]},
         "tls": {"type": "boolean"},
+        "x_forwarded": {"type": "boolean"},
         "resources": {
             "type": "array",
             "items": {
