@@ -151,17 +151,23 @@ class DatabasePool:
         self.engine = engine
         self.reactor = reactor
         self.name = name
-        size = max_connections if engine.supports_concurrent_writers else 1
-        self._threadpool = ThreadPool(minthreads=1, maxthreads=size, name=f"db-{name}")
+        self._pool_size = max_connections if engine.supports_concurrent_writers else 1
+        self._threadpool = self._new_threadpool()
         self._local = threading.local()
         self._connections: list[Any] = []
         self._connections_lock = threading.Lock()
         self._started = False
 
+    def _new_threadpool(self) -> ThreadPool:
+        return ThreadPool(minthreads=1, maxthreads=self._pool_size, name=f"db-{self.name}")
+
     def start(self) -> None:
         if self._started:
             return
         self._started = True
+        if self._threadpool.joined:
+            # Closed before: a stopped ThreadPool cannot be started again.
+            self._threadpool = self._new_threadpool()
         self._threadpool.start()
         if IReactorCore.providedBy(self.reactor):
             self._shutdown_trigger = self.reactor.addSystemEventTrigger(
@@ -173,6 +179,14 @@ class DatabasePool:
         if not self._started:
             return
         self._started = False
+        trigger, self._shutdown_trigger = getattr(self, "_shutdown_trigger", None), None
+        if trigger is not None:
+            # Closed before the reactor stops: nothing left to do at shutdown.
+            # (When this IS the shutdown trigger, it is no longer registered.)
+            try:
+                self.reactor.removeSystemEventTrigger(trigger)
+            except (KeyError, ValueError):
+                pass
         self._threadpool.stop()
         with self._connections_lock:
             for conn in self._connections:
