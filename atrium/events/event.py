@@ -62,6 +62,7 @@ class Event:
         "internal_metadata",
         "rejected_reason",
         "client_form_cache",
+        "redacted_because",
     )
 
     def __init__(
@@ -83,6 +84,9 @@ class Event:
         # The event as clients see it, minus per-request fields; filled by
         # atrium.events.serialize on first use (events are immutable).
         self.client_form_cache: tuple[dict[str, Any], dict[str, Any]] | None = None
+        # For a pruned event: the redaction that pruned it, served to clients
+        # as unsigned.redacted_because (clients use it to tell redacted events).
+        self.redacted_because: Event | None = None
         if self.format_version == EventFormatVersion.V1:
             event_id = event_dict.get("event_id")
             if not isinstance(event_id, str):

@@ -1,7 +1,8 @@
 """Events as clients see them (spec: client-server API "Room Event Format").
 
-Adds ``unsigned.age``, the sender's own ``transaction_id``, and for room
-version 11 compatibility ``redacts`` in both places of a redaction.
+Adds ``unsigned.age``, the sender's own ``transaction_id``, for room
+version 11 compatibility ``redacts`` in both places of a redaction, and
+``unsigned.redacted_because`` (the redaction event) on redacted events.
 """
 
 from __future__ import annotations
@@ -42,6 +43,11 @@ def _client_form(event: Event) -> tuple[dict[str, Any], dict[str, Any]]:
             d["redacts"] = redacts
             if "redacts" not in d.get("content", {}):
                 d["content"] = {**d.get("content", {}), "redacts": redacts}
+    because = event.redacted_because
+    if because is not None:
+        # Spec: "Redactions" — clients tell redacted events by this field.
+        because_fields, because_unsigned = _client_form(because)
+        unsigned["redacted_because"] = {**because_fields, "unsigned": because_unsigned}
     cached = (d, unsigned)
     event.client_form_cache = cached
     return cached

@@ -66,6 +66,23 @@ async def test_create_room_send_and_membership_flow(server):
     assert red.code == 200, red
     redacted = await hs.stores.events.get_event(first.json["event_id"])
     assert redacted.content == {}
+    # Clients see which redaction removed it (unsigned.redacted_because), in
+    # every read path: /event, /messages and /sync.
+    served = await alice.get(f"{V3}/rooms/{q(room_id)}/event/{q(first.json['event_id'])}")
+    messages = await alice.get(
+        f"{V3}/rooms/{q(room_id)}/messages", query={"dir": "b", "limit": "50"}
+    )
+    synced = await alice.get(f"{V3}/sync")
+    timeline = synced.json["rooms"]["join"][room_id]["timeline"]["events"]
+    for copy in (
+        served.json,
+        next(e for e in messages.json["chunk"] if e["event_id"] == first.json["event_id"]),
+        *[e for e in timeline if e["event_id"] == first.json["event_id"]],
+    ):
+        because = copy["unsigned"]["redacted_because"]
+        assert because["event_id"] == red.json["event_id"]
+        assert because["sender"] == alice.user_id and because["content"]["reason"] == "spam"
+        assert copy["content"] == {}
 
     assert (
         await alice.post(f"{V3}/rooms/{q(room_id)}/kick", {"user_id": bob.user_id, "reason": "bye"})

@@ -55,7 +55,7 @@ _JSON_METADATA_FIELDS = (
 _FETCH_EVENTS_SQL = """
 SELECT e.event_id, e.stream_ordering, e.format_version, e.outlier, e.soft_failed,
        e.rejection_reason, e.instance_name, j.internal_metadata, j.json, r.room_version,
-       e.sender, re.sender
+       e.sender, re.sender, re.event_id
 FROM events AS e
 JOIN event_json AS j ON j.event_id = e.event_id
 LEFT JOIN rooms AS r ON r.room_id = e.room_id
@@ -82,7 +82,11 @@ def encode_internal_metadata(meta: EventInternalMetadata) -> str:
     return json.dumps(fields, separators=(",", ":"))
 
 
-def _build_event(row: Sequence[Any], redaction_senders: Iterable[str | None]) -> Event | None:
+def _build_event(
+    row: Sequence[Any], redactions: Iterable[tuple[str | None, str | None]]
+) -> tuple[Event | None, str | None]:
+    """The event of ``row``, pruned when one of its ``redactions`` (sender,
+    event ID) applies, and the ID of that redaction."""
     (
         event_id,
         stream_ordering,
@@ -96,11 +100,12 @@ def _build_event(row: Sequence[Any], redaction_senders: Iterable[str | None]) ->
         room_version_id,
         sender,
         _,
+        _,
     ) = row
     room_version = get_room_version(room_version_id) if room_version_id else None
     if room_version is None:
         logger.warning("Not loading %s: room version %r unknown", event_id, room_version_id)
-        return None
+        return None, None
     stored_meta = json.loads(metadata_json)
     meta = EventInternalMetadata(
         outlier=bool(outlier),
@@ -120,36 +125,55 @@ def _build_event(row: Sequence[Any], redaction_senders: Iterable[str | None]) ->
     # The row's event_id is authoritative; seeding it saves recomputing the
     # reference hash of every v2/v3-format event we load.
     event._event_id = event_id
-    if rejection_reason is None and _redaction_applies(room_version, sender, redaction_senders):
-        event = event.pruned()
-    return event
+    redaction_id = None
+    if rejection_reason is None:
+        redaction_id = _applying_redaction(room_version, sender, redactions)
+        if redaction_id is not None:
+            event = event.pruned()
+    return event, redaction_id
 
 
-def _redaction_applies(
-    room_version: Any, sender: str, redaction_senders: Iterable[str | None]
-) -> bool:
+def _applying_redaction(
+    room_version: Any, sender: str, redactions: Iterable[tuple[str | None, str | None]]
+) -> str | None:
+    """The first redaction (sender, event ID) that applies to an event of ``sender``."""
     # Rooms 1 and 2 (v1 event format) checked redactions in the auth rules.
     pre_v3 = room_version.event_format == EventFormatVersion.V1
     domain = server_name_of(sender)
-    for redaction_sender in redaction_senders:
+    for redaction_sender, redaction_id in redactions:
         if redaction_sender is None:
             continue
         if pre_v3 or server_name_of(redaction_sender) == domain:
-            return True
-    return False
+            return redaction_id
+    return None
 
 
-def fetch_events_txn(txn: Transaction, event_ids: Collection[str]) -> dict[str, Event]:
-    """Load events (including rejected ones) in one statement per 500 IDs."""
+def fetch_events_txn(
+    txn: Transaction, event_ids: Collection[str], with_redactions: bool = True
+) -> dict[str, Event]:
+    """Load events (including rejected ones) in one statement per 500 IDs.
+
+    A redacted event comes pruned, with the redaction that pruned it as
+    ``redacted_because`` (loaded in one more statement, ``with_redactions``).
+    """
     rows = txn.select_many(_FETCH_EVENTS_SQL, "e.event_id", event_ids)
     by_id: dict[str, list[tuple[Any, ...]]] = {}
     for row in rows:
         by_id.setdefault(row[0], []).append(row)
     events: dict[str, Event] = {}
+    redacted_by: dict[str, str] = {}
     for event_id, event_rows in by_id.items():
-        event = _build_event(event_rows[0], (r[11] for r in event_rows))
+        event, redaction_id = _build_event(event_rows[0], ((r[11], r[12]) for r in event_rows))
         if event is not None:
             events[event_id] = event
+            if redaction_id is not None:
+                redacted_by[event_id] = redaction_id
+    if with_redactions and redacted_by:
+        missing = set(redacted_by.values()) - events.keys()
+        # One level only: the redactions' own redactions are not followed.
+        redactions = {**fetch_events_txn(txn, missing, with_redactions=False), **events}
+        for event_id, redaction_id in redacted_by.items():
+            events[event_id].redacted_because = redactions.get(redaction_id)
     return events
 
 
