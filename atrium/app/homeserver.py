@@ -565,6 +565,7 @@ class HomeServer:
                 cache.note_membership_change,
             )
             self.notifier.add_observer(cache.on_new_data)
+            self._services.append(cache)
 
     def _start_federation_listener(self) -> None:
         """The TLS listener for other servers: on the master, federation routes only."""

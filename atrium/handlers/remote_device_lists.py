@@ -141,7 +141,8 @@ class RemoteDeviceLists:
         # One resync or update at a time per user (EDUs and queries race).
         self._user_lock = Linearizer("remote_device_list")
         self._membership_changed = False
-        self._sweeping = False
+        self._sweep_run: defer.Deferred[None] | None = None
+        self._stopped = False
 
     async def shares_room(self, user_id: str) -> bool:
         """Whether ``user_id`` is joined to a room one of our users is joined to."""
@@ -286,15 +287,18 @@ class RemoteDeviceLists:
         self._membership_changed = True
 
     def on_new_data(self, stream: str, token: Any, users: Any, rooms: Any) -> None:
-        if stream != "events" or not self._membership_changed or self._sweeping:
+        if stream != "events" or not self._membership_changed:
+            return
+        if self._sweep_run is not None or self._stopped:
             return
         d = defer.ensureDeferred(self._sweep())
         d.addErrback(lambda f: logger.error("Device-list tracking sweep failed: %s", f))
+        if not d.called:
+            self._sweep_run = d
 
     async def _sweep(self) -> None:
-        self._sweeping = True
         try:
-            while self._membership_changed:
+            while self._membership_changed and not self._stopped:
                 self._membership_changed = False
                 fresh = await self.store.get_fresh_users()
                 gone = [u for u in fresh if not await self.shares_room(u)]
@@ -302,4 +306,14 @@ class RemoteDeviceLists:
                     logger.info("No longer sharing a room with %d tracked user(s)", len(gone))
                     await self.store.mark_stale(gone)
         finally:
-            self._sweeping = False
+            self._sweep_run = None
+
+    # A service of the composition root, so that shutdown waits for a sweep
+    # in progress before the database closes.
+    async def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        self._stopped = True
+        if self._sweep_run is not None:
+            await self._sweep_run
