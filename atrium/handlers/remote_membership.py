@@ -222,6 +222,21 @@ class RemoteMembershipHandler:
             ) from None
         return make_event_from_dict(event_dict, room_version)
 
+    async def _send_membership(self, server: str, endpoint: str, event: Event) -> Any:
+        """PUT ``endpoint``/{roomId}/{eventId} (send_join, send_knock): the
+        answer; the server's 4xx Matrix errors are passed on, others are 502."""
+        try:
+            return await self.client.put_json(
+                server,
+                f"{endpoint}/{_q(event.room_id)}/{_q(event.event_id)}",
+                event.get_pdu_json(),
+            )
+        except HttpResponseError as e:
+            raise _passthrough(e) from None
+        except RequestSendFailed as e:
+            name = endpoint.rsplit("/", 1)[-1]
+            raise RemoteJoinError(f"{name} to {server} failed: {e}") from None
+
     # -- join ------------------------------------------------------------------------------------
     async def join(
         self, user_id: str, room_id: str, servers: Sequence[str], content: dict[str, Any]
@@ -230,16 +245,7 @@ class RemoteMembershipHandler:
             servers, room_id, user_id, "join"
         )
         event = self._sign_template(room_version, template, content)
-        try:
-            answer = await self.client.put_json(
-                server,
-                f"{FED_V2}/send_join/{_q(room_id)}/{_q(event.event_id)}",
-                event.get_pdu_json(),
-            )
-        except HttpResponseError as e:
-            raise _passthrough(e) from None
-        except RequestSendFailed as e:
-            raise RemoteJoinError(f"send_join to {server} failed: {e}") from None
+        answer = await self._send_membership(server, f"{FED_V2}/send_join", event)
         if not isinstance(answer, dict):
             raise RemoteJoinError(f"{server} gave no send_join answer")
         event = await self._resident_signed(room_version, event, answer.get("event"))
@@ -336,16 +342,7 @@ class RemoteMembershipHandler:
         if not room_version.knock_join_rule:
             raise RemoteJoinError(f"{server} offered a knock in room version {room_version}")
         event = self._sign_template(room_version, template, content)
-        try:
-            answer = await self.client.put_json(
-                server,
-                f"{FED_V1}/send_knock/{_q(room_id)}/{_q(event.event_id)}",
-                event.get_pdu_json(),
-            )
-        except HttpResponseError as e:
-            raise _passthrough(e) from None
-        except RequestSendFailed as e:
-            raise RemoteJoinError(f"send_knock to {server} failed: {e}") from None
+        answer = await self._send_membership(server, f"{FED_V1}/send_knock", event)
         room_state = answer.get("knock_room_state") if isinstance(answer, dict) else None
         pdu = event.get_dict()
         pdu["unsigned"] = {"knock_room_state": received_stripped_state(room_state)}
