@@ -87,6 +87,8 @@ class HomeServer:
         self.sync_sections: list[Any] = []
         # Federation services (wt/fed), built in setup() when enabled.
         self.federation: Any = None
+        # The cache of remote users' device lists (with federation only).
+        self.remote_device_lists: Any = None
 
     def is_mine(self, user_or_room_id: str) -> bool:
         return user_or_room_id.split(":", 1)[-1] == self.server_name
@@ -527,6 +529,7 @@ class HomeServer:
             from atrium.handlers.e2e_keys_remote import RemoteE2eKeys
 
             self.e2e_keys.remote = RemoteE2eKeys(self.federation.client)
+            self._build_remote_device_lists()
             from atrium.handlers.federation_backfill import BackfillHandler
 
             self.pagination.backfill = BackfillHandler(
@@ -538,6 +541,31 @@ class HomeServer:
             )
             # Joins, leaves and invites this server cannot do alone.
             self.room_members.remote = self.federation.remote_membership
+
+    def _build_remote_device_lists(self) -> None:
+        """The cache of remote device lists (handlers/remote_device_lists.py)."""
+        from atrium.handlers.remote_device_lists import RemoteDeviceLists
+        from atrium.storage.stores.remote_device_lists import RemoteDeviceListStore
+
+        cache = RemoteDeviceLists(
+            store=RemoteDeviceListStore(self.db),
+            members=self.stores.members,
+            devices=self.devices,
+            client=self.federation.client,
+            clock=self.clock,
+            server_name=self.server_name,
+        )
+        self.remote_device_lists = self.e2e_keys.remote_device_lists = cache
+        if self.federation.sender is not None:
+            # One kind of process marks users we stop sharing rooms with as
+            # stale: the one(s) sending federation traffic.
+            self.cache_registry.register(
+                "get_rooms_for_user_with_stream_ordering",
+                cache.note_membership_change,
+                cache.note_membership_change,
+            )
+            self.notifier.add_observer(cache.on_new_data)
+            self._services.append(cache)
 
     def _start_federation_listener(self) -> None:
         """The TLS listener for other servers: on the master, federation routes only."""

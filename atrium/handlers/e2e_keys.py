@@ -6,7 +6,9 @@
   keys, with the signatures the requester may see.
 - ``claim_keys``: one one-time key per requested device, else its fallback key.
 
-Remote users are asked of their own servers over federation
+Remote users who share a room with our users are served from the cache of
+their device lists (``atrium.handlers.remote_device_lists``); other remote
+users are asked of their own servers over federation
 (``atrium.handlers.e2e_keys_remote``, set as ``remote`` by the composition
 root when federation is on); servers that could not be reached are listed
 in ``failures`` (keys/query: "If any remote homeservers could not be
@@ -121,6 +123,8 @@ class E2eKeysHandler:
         self.is_mine = is_mine
         # RemoteE2eKeys when federation is on (set by the composition root).
         self.remote: Any = None
+        # RemoteDeviceLists (the cache of remote device lists), likewise.
+        self.remote_device_lists: Any = None
 
     # -- upload ------------------------------------------------------------------
     async def upload_keys(
@@ -228,6 +232,15 @@ class E2eKeysHandler:
                 result["self_signing_keys"][user_id] = by_type["self_signing"]
             if user_id == requester and "user_signing" in by_type:
                 result["user_signing_keys"][user_id] = by_type["user_signing"]
+        if remote and self.remote_device_lists is not None:
+            # Users sharing a room with ours come from the cache of their
+            # device lists; the others are asked of their servers.
+            cached, remote = await self.remote_device_lists.keys_for_query(
+                remote, timeout_seconds(body)
+            )
+            result["device_keys"].update(cached.device_keys)
+            result["master_keys"].update(cached.master_keys)
+            result["self_signing_keys"].update(cached.self_signing_keys)
         if remote:
             found_remote, remote_failures = await self.remote.query(remote, timeout_seconds(body))
             for section, by_user in found_remote.items():

@@ -13,9 +13,8 @@ user of another server, a user or device we did not ask about, or a key
 object naming another user or device, is dropped. Signatures are passed on
 as they are (clients verify device and cross-signing keys themselves).
 
-There is no local cache of remote device lists: every query goes to the
-owning server (m.device_list_update EDUs only tell local clients, through
-/sync ``device_lists.changed``, that they should query again).
+Users who share a room with one of our users are not asked here: their
+device lists are cached (``atrium.handlers.remote_device_lists``).
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
 """EDUs received from other servers, applied to the local handlers.
 
 Server-server API "EDUs" and the sections on typing, receipts, presence,
-send-to-device and device management. Every EDU is about users of the
+send-to-device and device management (m.device_list_update and
+m.signing_key_update also feed the cache of remote device lists,
+``atrium.handlers.remote_device_lists``). Every EDU is about users of the
 sending server: one naming a user of another server is ignored (a server
 may only speak for its own users), as is one about a room the user is not
 joined to. A malformed EDU is logged and dropped; it never fails the
@@ -15,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeGuard
 
 from atrium.events.validation import is_valid_room_id, is_valid_user_id
+from atrium.handlers.remote_device_lists import parse_device_list_update
 from atrium.replication.streams.receipts import row_for_receipt
 
 logger = logging.getLogger(__name__)
@@ -156,17 +159,32 @@ class FederationEduHandler:
 
     # -- device lists -------------------------------------------------------------------------------------
     async def _on_device_list_update(self, origin: str, content: dict[str, Any]) -> None:
-        user_id, device_id = content.get("user_id"), content.get("device_id")
-        if not self._is_from(origin, user_id) or not isinstance(device_id, str):
+        update = parse_device_list_update(content)
+        if update is None or not self._is_from(origin, update.user_id):
+            logger.debug("Ignoring a malformed or foreign m.device_list_update from %s", origin)
             return
-        if not await self.hs.stores.members.get_rooms_for_user(user_id):
+        cache = self.hs.remote_device_lists
+        if not await self._shares_room(update.user_id):
+            if cache is not None:
+                await cache.stop_tracking(update.user_id)
             return
-        await self.hs.devices.notify_remote_device_update(user_id, [device_id])
+        if cache is not None:
+            await cache.on_device_list_update(update)
+        await self.hs.devices.notify_remote_device_update(update.user_id, [update.device.device_id])
 
     async def _on_signing_key_update(self, origin: str, content: dict[str, Any]) -> None:
-        user_id = content.get("user_id")
+        user_id: Any = content.get("user_id")
         if not self._is_from(origin, user_id):
             return
-        if not await self.hs.stores.members.get_rooms_for_user(user_id):
+        if not await self._shares_room(user_id):
             return
+        cache = self.hs.remote_device_lists
+        if cache is not None:
+            await cache.on_signing_key_update(user_id, content)
         await self.hs.devices.notify_remote_device_update(user_id, [])
+
+    async def _shares_room(self, user_id: str) -> bool:
+        cache = self.hs.remote_device_lists
+        if cache is not None:
+            return bool(await cache.shares_room(user_id))
+        return bool(await self.hs.stores.members.get_rooms_for_user(user_id))

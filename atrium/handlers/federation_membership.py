@@ -1,12 +1,13 @@
 """The resident server's side of remote membership changes.
 
-Server-server API "Joining Rooms", "Leaving Rooms (Rejecting Invites)" and
-"Inviting to a room":
-- ``make_join`` / ``make_leave``: an unsigned event template built on our
+Server-server API "Joining Rooms", "Leaving Rooms (Rejecting Invites)",
+"Knocking upon a room" and "Inviting to a room":
+- ``make_join`` / ``make_leave`` / ``make_knock``: an unsigned event template built on our
   DAG (prev_events = our forward extremities, auth_events from our current
   state), checked against the auth rules first so a server that may not
   join hears it now (403) rather than after signing;
-- ``send_join`` / ``send_leave`` (v2): the joining server's signed event.
+- ``send_join`` / ``send_leave`` (v2), ``send_knock`` (v1): the joining
+  (leaving, knocking) server's signed event.
   It must be the membership it claims (type, membership, state_key ==
   sender, sender on the requesting server, the room and event ID of the
   path), validly signed with a matching content hash (otherwise 400
@@ -14,7 +15,9 @@ Server-server API "Joining Rooms", "Leaving Rooms (Rejecting Invites)" and
   its auth events, the state before it and the current state (otherwise
   403, nothing stored). It is persisted like any event and relayed to the
   room's other servers by the federation sender (``send_on_behalf_of``).
-  send_join answers with the state before the event and its auth chain;
+  send_join answers with the state before the event and its auth chain,
+  send_knock with ``knock_room_state`` (the room's create event, name,
+  join rules... as full events);
   ``omit_members`` is ignored (the full state is always sent, so
   ``members_omitted`` is false);
 - ``invite`` (v2): an invite of one of our users made on another server.
@@ -43,14 +46,13 @@ from atrium.events.room_versions import EventFormatVersion, RoomVersion, get_roo
 from atrium.federation.pdu import PduError, parse_pdu
 from atrium.state.context import EventContext
 from atrium.storage.stores.errors import NotFoundError, UnsupportedRoomVersionError
+from atrium.sync.stripped_state import received_stripped_state, room_state_for_stripping
 
 logger = logging.getLogger(__name__)
 
 MEMBER = "m.room.member"
 JOIN_RULES = ("m.room.join_rules", "")
 POWER_LEVELS = ("m.room.power_levels", "")
-# At most this many entries of invite_room_state are kept.
-MAX_INVITE_ROOM_STATE = 50
 
 
 def server_of(user_id: str) -> str:
@@ -122,8 +124,11 @@ class FederationMembershipHandler:
         if server_of(user_id) != origin:
             raise Forbidden(f"{user_id} is not a user of {origin}")
         room_version = await self._joined_room_version(room_id)
-        if membership == "join" and room_version.identifier not in supported_versions:
+        if membership in ("join", "knock") and room_version.identifier not in supported_versions:
             raise IncompatibleRoomVersion(room_version.identifier)
+        if membership == "knock" and not room_version.knock_join_rule:
+            # Knocking came with room version 7.
+            raise Forbidden(f"Room version {room_version.identifier} does not support knocking")
         content: dict[str, Any] = {"membership": membership}
         if membership == "join" and room_version.restricted_join_rule:
             authoriser = await self._restricted_join_authoriser(room_id, user_id)
@@ -278,6 +283,16 @@ class FederationMembershipHandler:
             "members_omitted": False,
         }
 
+    async def send_knock(
+        self, origin: str, room_id: str, event_id: str, pdu: Any
+    ) -> dict[str, Any]:
+        """PUT /v1/send_knock: the knock is checked and stored like a join;
+        the answer describes the room to the knocker (``knock_room_state``:
+        full events of the stripped-state types, the create event included)."""
+        event = await self.send_membership(origin, room_id, event_id, pdu, "knock")
+        events = await room_state_for_stripping(self.stores, room_id, event.sender)
+        return {"knock_room_state": [e.get_pdu_json() for e in events if e.type != MEMBER]}
+
     def _countersigned(self, event: Event) -> Event:
         pdu = event.get_dict()
         pdu.pop("unsigned", None)
@@ -329,7 +344,9 @@ class FederationMembershipHandler:
         if await self.stores.events.have_seen_events([signed.event_id]):
             return {"event": answer}
         pdu = signed.get_dict()
-        pdu["unsigned"] = {"invite_room_state": _stripped_state(body.get("invite_room_state"))}
+        pdu["unsigned"] = {
+            "invite_room_state": received_stripped_state(body.get("invite_room_state"))
+        }
         invite = make_event_from_dict(pdu, room_version, signed.format_version)
         invite.internal_metadata.outlier = True
         invite.internal_metadata.out_of_band_membership = True
@@ -338,19 +355,3 @@ class FederationMembershipHandler:
             await self.stores.rooms.store_room(room_id, room_version, None, False)
         await self.event_sender.send_events([(invite, EventContext.for_outlier())])
         return {"event": answer}
-
-
-def _stripped_state(value: Any) -> list[dict[str, Any]]:
-    """The usable entries of ``invite_room_state`` (stripped events, spec "Stripped state")."""
-    if not isinstance(value, list):
-        return []
-    kept: list[dict[str, Any]] = []
-    for entry in value[:MAX_INVITE_ROOM_STATE]:
-        if not isinstance(entry, dict):
-            continue
-        if not all(isinstance(entry.get(k), str) for k in ("type", "state_key", "sender")):
-            continue
-        if not isinstance(entry.get("content"), dict):
-            continue
-        kept.append({k: entry[k] for k in ("type", "state_key", "sender", "content")})
-    return kept

@@ -144,7 +144,7 @@ class RoomMemberHandler:
             event = await self.remote.invite(event)
             await self.creation.send([(event, context)])
             return event
-        if sender != target or membership not in ("join", "leave"):
+        if sender != target or membership not in ("join", "leave", "knock"):
             return None
         if await self.stores.members.is_host_joined(room_id, self.server_name):
             return None
@@ -165,8 +165,10 @@ class RoomMemberHandler:
         if all(s == self.server_name for s in servers):
             # Only our own name to try: a local join (or its error) it is.
             return None
-        join_content = {k: v for k, v in content.items() if k != "membership"}
-        return await self.remote.join(target, room_id, servers, join_content)
+        own_content = {k: v for k, v in content.items() if k != "membership"}
+        if membership == "knock":
+            return await self.remote.knock(target, room_id, servers, own_content)
+        return await self.remote.join(target, room_id, servers, own_content)
 
     async def _current_member_event(self, room_id: str, user_id: str) -> Event | None:
         state = await self.stores.members.get_current_state_ids(room_id)

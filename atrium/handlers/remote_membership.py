@@ -9,6 +9,8 @@ Server-server API, the joining server's side:
   version make_join gave. They are stored as outliers, and the join as a
   normal event whose state before it is the returned state, so it becomes
   the room's current state: /sync, /messages and /send work from there;
+- ``knock``: make_knock / send_knock (v1) through a resident server, the
+  knock stored out of band with the ``knock_room_state`` it answered;
 - ``leave``: for a room we only know of through an invite (or knock): make_leave /
   send_leave through the inviting server, the leave stored out of band. If
   no server takes it, the invite is still rejected locally: a leave built
@@ -39,7 +41,11 @@ from atrium.events.validation import EventValidationError, validate_event
 from atrium.federation.client import HttpResponseError, RequestSendFailed
 from atrium.federation.pdu import PduError, check_signatures_and_hashes, parse_pdu
 from atrium.state.context import EventContext
-from atrium.sync.stripped_state import STRIPPED_STATE_TYPES, stripped
+from atrium.sync.stripped_state import (
+    received_stripped_state,
+    room_state_for_stripping,
+    stripped,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -135,7 +141,7 @@ class RemoteMembershipHandler:
         last: MatrixError | None = None
         for server in candidates:
             path = f"{FED_V1}/make_{membership}/{_q(room_id)}/{_q(user_id)}"
-            args = {"ver": list(KNOWN_ROOM_VERSIONS)} if membership == "join" else None
+            args = {"ver": list(KNOWN_ROOM_VERSIONS)} if membership in ("join", "knock") else None
             try:
                 answer = await self.client.get_json(server, path, args=args)
             except HttpResponseError as e:
@@ -216,6 +222,21 @@ class RemoteMembershipHandler:
             ) from None
         return make_event_from_dict(event_dict, room_version)
 
+    async def _send_membership(self, server: str, endpoint: str, event: Event) -> Any:
+        """PUT ``endpoint``/{roomId}/{eventId} (send_join, send_knock): the
+        answer; the server's 4xx Matrix errors are passed on, others are 502."""
+        try:
+            return await self.client.put_json(
+                server,
+                f"{endpoint}/{_q(event.room_id)}/{_q(event.event_id)}",
+                event.get_pdu_json(),
+            )
+        except HttpResponseError as e:
+            raise _passthrough(e) from None
+        except RequestSendFailed as e:
+            name = endpoint.rsplit("/", 1)[-1]
+            raise RemoteJoinError(f"{name} to {server} failed: {e}") from None
+
     # -- join ------------------------------------------------------------------------------------
     async def join(
         self, user_id: str, room_id: str, servers: Sequence[str], content: dict[str, Any]
@@ -224,16 +245,7 @@ class RemoteMembershipHandler:
             servers, room_id, user_id, "join"
         )
         event = self._sign_template(room_version, template, content)
-        try:
-            answer = await self.client.put_json(
-                server,
-                f"{FED_V2}/send_join/{_q(room_id)}/{_q(event.event_id)}",
-                event.get_pdu_json(),
-            )
-        except HttpResponseError as e:
-            raise _passthrough(e) from None
-        except RequestSendFailed as e:
-            raise RemoteJoinError(f"send_join to {server} failed: {e}") from None
+        answer = await self._send_membership(server, f"{FED_V2}/send_join", event)
         if not isinstance(answer, dict):
             raise RemoteJoinError(f"{server} gave no send_join answer")
         event = await self._resident_signed(room_version, event, answer.get("event"))
@@ -315,6 +327,34 @@ class RemoteMembershipHandler:
             if event is not None and event.state_key is not None:
                 state[(event.type, event.state_key)] = event_id
         return state
+
+    # -- knock -------------------------------------------------------------------------------------
+    async def knock(
+        self, user_id: str, room_id: str, servers: Sequence[str], content: dict[str, Any]
+    ) -> Event:
+        """Knock on a room through a resident server (server-server API
+        "Knocking upon a room"): make_knock, sign, send_knock. The knock is
+        stored out of band with the ``knock_room_state`` the server sent, so
+        the user's /sync shows the room under ``knock``."""
+        server, room_version, template = await self._make_membership(
+            servers, room_id, user_id, "knock"
+        )
+        if not room_version.knock_join_rule:
+            raise RemoteJoinError(f"{server} offered a knock in room version {room_version}")
+        event = self._sign_template(room_version, template, content)
+        answer = await self._send_membership(server, f"{FED_V1}/send_knock", event)
+        room_state = answer.get("knock_room_state") if isinstance(answer, dict) else None
+        pdu = event.get_dict()
+        pdu["unsigned"] = {"knock_room_state": received_stripped_state(room_state)}
+        knock = make_event_from_dict(pdu, room_version, event.format_version)
+        knock.internal_metadata.outlier = True
+        knock.internal_metadata.out_of_band_membership = True
+        known = await self.stores.rooms.get_room_version_id(room_id)
+        if known is None:
+            # Events are read with their room's version: the room row comes first.
+            await self.stores.rooms.store_room(room_id, room_version, None, False)
+        await self.creation.send([(knock, EventContext.for_outlier())])
+        return knock
 
     # -- leave (rejecting an invite) ---------------------------------------------------------------
     async def leave(
@@ -404,8 +444,5 @@ class RemoteMembershipHandler:
         return signed
 
     async def _invite_room_state(self, event: Event) -> list[dict[str, Any]]:
-        state = await self.stores.members.get_current_state_ids(event.room_id)
-        keys = [(t, "") for t in STRIPPED_STATE_TYPES] + [(MEMBER, event.sender)]
-        wanted = [state[k] for k in keys if k in state]
-        found = await self.stores.events.get_events(wanted)
-        return [stripped(found[e]) for e in wanted if e in found]
+        events = await room_state_for_stripping(self.stores, event.room_id, event.sender)
+        return [stripped(e) for e in events]

@@ -31,6 +31,39 @@ STRIPPED_STATE_TYPES = (
 )
 
 
+# At most this many entries of a remote server's invite_room_state /
+# knock_room_state are kept.
+MAX_REMOTE_ROOM_STATE = 50
+
+
+async def room_state_for_stripping(stores: Stores, room_id: str, sender: str) -> list[Event]:
+    """The current state events that describe a room to an invitee or a
+    knocker (STRIPPED_STATE_TYPES and ``sender``'s membership): what a
+    server sends along as ``invite_room_state`` / ``knock_room_state``."""
+    state = await stores.members.get_current_state_ids(room_id)
+    keys = [(t, "") for t in STRIPPED_STATE_TYPES] + [(MEMBER, sender)]
+    wanted = [state[k] for k in keys if k in state]
+    found = await stores.events.get_events(wanted)
+    return [found[e] for e in wanted if e in found]
+
+
+def received_stripped_state(value: Any) -> list[dict[str, Any]]:
+    """The usable entries of a remote server's ``invite_room_state`` or
+    ``knock_room_state`` (full PDUs or stripped events), as stripped events."""
+    if not isinstance(value, list):
+        return []
+    kept: list[dict[str, Any]] = []
+    for entry in value[:MAX_REMOTE_ROOM_STATE]:
+        if not isinstance(entry, dict):
+            continue
+        if not all(isinstance(entry.get(k), str) for k in ("type", "state_key", "sender")):
+            continue
+        if not isinstance(entry.get("content"), dict):
+            continue
+        kept.append({k: entry[k] for k in ("type", "state_key", "sender", "content")})
+    return kept
+
+
 def stripped(event: Event) -> dict[str, Any]:
     return {
         "type": event.type,

@@ -188,9 +188,17 @@ def register_servlets(hs: Any, router: Router) -> None:
     async def knock(request: Request, room_id_or_alias: str) -> tuple[int, Any]:
         requester = await auth.get_requester(request)
         body = body_of(request, allow_empty=True)
-        room_id = await members.resolve_room_id(room_id_or_alias)
+        room_id, servers = await members.resolve_room(room_id_or_alias)
+        # A room this server is not in is knocked on through `via` /
+        # `server_name` and the servers the alias named (as for /join).
+        via = query_strings(request, "via") + query_strings(request, "server_name")
         await members.update_membership(
-            requester.user_id, requester.user_id, room_id, "knock", reason=_reason(body)
+            requester.user_id,
+            requester.user_id,
+            room_id,
+            "knock",
+            reason=_reason(body),
+            remote_servers=via + servers,
         )
         return 200, {"room_id": room_id}
 

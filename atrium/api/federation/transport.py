@@ -7,8 +7,8 @@ except ``/version``.
 - ``/query/profile``, ``/query/directory``, ``/user/devices``,
   ``/user/keys/query``, ``/user/keys/claim``: queries
   (handlers/federation_query.py);
-- ``/make_join``, ``/make_leave`` (v1), ``/send_join``, ``/send_leave``,
-  ``/invite`` (v2): membership (handlers/federation_membership.py).
+- ``/make_join``, ``/make_leave``, ``/make_knock``, ``/send_knock`` (v1),
+  ``/send_join``, ``/send_leave``, ``/invite`` (v2): membership (handlers/federation_membership.py).
 """
 
 from __future__ import annotations
@@ -164,6 +164,26 @@ def register_servlets(hs: Any, router: Router) -> None:
     ) -> tuple[int, Any]:
         return 200, await fed.membership.make_membership(origin, roomId, userId, "leave")
 
+    async def make_knock(
+        request: Request,
+        origin: str,
+        content: Any,
+        roomId: str,  # noqa: N803
+        userId: str,  # noqa: N803
+    ) -> tuple[int, Any]:
+        # Without `ver` the knocking server supports version 1 only: no knocking.
+        versions = query_strings(request, "ver") or ["1"]
+        return 200, await fed.membership.make_membership(origin, roomId, userId, "knock", versions)
+
+    async def send_knock(
+        request: Request,
+        origin: str,
+        content: Any,
+        roomId: str,  # noqa: N803
+        eventId: str,  # noqa: N803
+    ) -> tuple[int, Any]:
+        return 200, await fed.membership.send_knock(origin, roomId, eventId, _object(content))
+
     async def send_join(
         request: Request,
         origin: str,
@@ -210,6 +230,8 @@ def register_servlets(hs: Any, router: Router) -> None:
     route("POST", "/user/keys/claim", user_keys_claim)
     route("GET", "/make_join/{roomId}/{userId}", make_join)
     route("GET", "/make_leave/{roomId}/{userId}", make_leave)
+    route("GET", "/make_knock/{roomId}/{userId}", make_knock)
+    route("PUT", "/send_knock/{roomId}/{eventId}", send_knock)
     route("PUT", "/send_join/{roomId}/{eventId}", send_join, FEDERATION_V2)
     route("PUT", "/send_leave/{roomId}/{eventId}", send_leave, FEDERATION_V2)
     route("PUT", "/invite/{roomId}/{eventId}", invite, FEDERATION_V2)
