@@ -63,12 +63,17 @@ class DeviceListStore:
         """Record that ``user_id``'s devices changed; returns the position.
 
         ``hosts`` are the remote servers to poke (each gets a row per device).
+        Each device gets its own stream ID: an m.device_list_update's
+        ``stream_id`` must be unique per user (its ``prev_id`` chain names the
+        previous update), so two devices may not share one. The stream itself
+        gets one row for the user, at the last of them.
         """
+        devices = sorted(set(device_ids)) or [None]
 
-        def txn_fn(txn: Transaction, stream_id: int) -> None:
+        def txn_fn(txn: Transaction, stream_ids: list[int]) -> None:
             txn.execute(
                 "INSERT INTO device_lists_stream (stream_id, user_id) VALUES (?, ?)",
-                (stream_id, user_id),
+                (stream_ids[-1], user_id),
             )
             txn.insert_many(
                 "device_lists_outbound_pokes",
@@ -76,13 +81,14 @@ class DeviceListStore:
                 [
                     (host, stream_id, user_id, device_id, False, ts)
                     for host in sorted(hosts)
-                    for device_id in sorted(set(device_ids))
+                    for stream_id, device_id in zip(stream_ids, devices)
+                    if device_id is not None
                 ],
             )
 
-        with self.stream_id_gen.get_next() as stream_id:
-            await self.db.run_interaction("add_device_change", txn_fn, stream_id)
-        return stream_id
+        with self.stream_id_gen.get_next_mult(len(devices)) as stream_ids:
+            await self.db.run_interaction("add_device_change", txn_fn, stream_ids)
+        return stream_ids[-1]
 
     async def add_outbound_pokes(
         self, user_id: str, device_ids: Collection[str], hosts: Collection[str], ts: int
@@ -90,16 +96,25 @@ class DeviceListStore:
         """Queue pokes alone (a remote server newly sharing a room with a
         local user must learn of their devices); returns the position."""
 
-        def txn_fn(txn: Transaction, stream_id: int) -> None:
+        devices = sorted(set(device_ids))
+        if not devices:
+            return self.stream_id_gen.get_current_token()
+
+        def txn_fn(txn: Transaction, stream_ids: list[int]) -> None:
             txn.insert_many(
                 "device_lists_outbound_pokes",
                 ("destination", "stream_id", "user_id", "device_id", "sent", "ts"),
-                [(h, stream_id, user_id, d, False, ts) for h in hosts for d in set(device_ids)],
+                [
+                    (h, stream_id, user_id, d, False, ts)
+                    for h in sorted(hosts)
+                    for stream_id, d in zip(stream_ids, devices)
+                ],
             )
 
-        with self.stream_id_gen.get_next() as stream_id:
-            await self.db.run_interaction("add_outbound_pokes", txn_fn, stream_id)
-        return stream_id
+        # One stream ID per device, as in add_device_change.
+        with self.stream_id_gen.get_next_mult(len(devices)) as stream_ids:
+            await self.db.run_interaction("add_outbound_pokes", txn_fn, stream_ids)
+        return stream_ids[-1]
 
     async def add_user_signature_change(self, from_user_id: str, user_ids: Collection[str]) -> int:
         """Record that ``from_user_id`` signed the master keys of ``user_ids``."""
@@ -146,15 +161,21 @@ class DeviceListStore:
 
     async def get_all_updates(self, from_id: int, to_id: int, limit: int) -> list[tuple[int, str]]:
         """(stream_id, entity) in (from_id, to_id]: a user ID whose devices
-        (or signatures) changed, or a destination to poke; in position order."""
+        (or signatures) changed, or a destination to poke; in position order.
+
+        A destination's row only wakes its sender, which then reads every
+        pending poke: rows of one change are folded into one."""
         rows = await self.db.execute(
             "get_device_list_updates",
             "SELECT stream_id, entity FROM ("
             " SELECT stream_id, user_id AS entity FROM device_lists_stream"
             " WHERE stream_id > ? AND stream_id <= ?"
             " UNION"
-            " SELECT DISTINCT stream_id, destination AS entity FROM device_lists_outbound_pokes"
-            " WHERE stream_id > ? AND stream_id <= ?"
+            # One row per destination and change: the devices of one change
+            # have consecutive IDs (see add_device_change), the row is at the last.
+            " SELECT MAX(stream_id) AS stream_id, destination AS entity"
+            " FROM device_lists_outbound_pokes"
+            " WHERE stream_id > ? AND stream_id <= ? GROUP BY destination, user_id, ts"
             " UNION"
             " SELECT stream_id, from_user_id AS entity FROM user_signature_stream"
             " WHERE stream_id > ? AND stream_id <= ?"

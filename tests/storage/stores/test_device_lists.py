@@ -62,3 +62,22 @@ def test_a_cut_page_never_splits_a_position():
     # One position bigger than the page still makes progress.
     same = [(5, DeviceListsStreamRow("x")), (5, DeviceListsStreamRow("y"))]
     assert page_of_rows(same, 9, 2).upto_token == 5
+
+
+@pytest_twisted.ensureDeferred
+async def test_devices_changed_together_get_their_own_stream_ids(db):
+    """An m.device_list_update's stream_id is unique per user, so devices
+    changed together (logout/all) are poked at distinct, increasing IDs; the
+    stream gets one row for the user, at the last of them."""
+    store = await DeviceListStore.create(db)
+    last = await store.add_device_change("@a:here", ["D2", "D1", "D3"], ["one.example"], 1)
+    pokes = await store.get_outbound_pokes("one.example", 0)
+    assert pokes == [(1, "@a:here", "D1"), (2, "@a:here", "D2"), (3, "@a:here", "D3")]
+    assert last == 3 == store.get_device_stream_token()
+    assert await store.get_all_updates(0, 3, 100) == [(3, "@a:here"), (3, "one.example")]
+    more = await store.add_outbound_pokes("@a:here", ["D5", "D4"], ["two.example"], 2)
+    assert more == 5
+    assert await store.get_outbound_pokes("two.example", 0) == [
+        (4, "@a:here", "D4"),
+        (5, "@a:here", "D5"),
+    ]
