@@ -85,7 +85,9 @@ async def test_events_pending_when_the_sender_stops_arrive_after_a_restart(db_ki
             await wait_until(backing_off)
             # The sender dies: these are persisted but never handled by it.
             sender.stopped = True
-            unhandled = [await send_text(alice, room_id, f"unhandled {i}", f"u{i}") for i in range(2)]
+            unhandled = [
+                await send_text(alice, room_id, f"unhandled {i}", f"u{i}") for i in range(2)
+            ]
             await a.hs.stop()
             reconnect(b)
             assert not await b.hs.stores.events.have_seen_events(queued + unhandled)
@@ -126,9 +128,7 @@ async def test_a_destination_down_for_a_while_gets_what_it_missed(sqlite_servers
     await wait_until(lambda: _delivered(b, after))
     counts = await _received_counts(b, a.name)
     assert all(counts[e] == 1 for e in [first, *missed, *after]), counts
-    bodies = [
-        (await b.hs.stores.events.get_event(e)).content["body"] for e in [*missed, *after]
-    ]
+    bodies = [(await b.hs.stores.events.get_event(e)).content["body"] for e in [*missed, *after]]
     assert bodies == [f"missed {i}" for i in range(5)] + [f"after {i}" for i in range(3)]
 
 
