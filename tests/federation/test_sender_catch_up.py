@@ -13,18 +13,24 @@ import pytest_twisted
 from twisted.internet import defer
 
 from atrium.federation import per_destination
-from tests.conftest import POSTGRES_URL
+from atrium.federation.sender import FederationSender
+from atrium.handlers.event_writer import writer_for_room
+from tests.conftest import POSTGRES_URL, requires_postgres
 from tests.federation.support import (
     CLIENT_V3,
     announce,
     cut_off,
     federating_server,
+    federation_section,
+    free_port,
     join_remote_room,
     reconnect,
     restarted,
     wait_until,
 )
 from tests.federation.test_membership import send_text
+from tests.support.client import q
+from tests.workers.inprocess import client_for, in_process_deployment
 
 
 async def _shared_room(a, b):
@@ -166,3 +172,61 @@ async def test_a_full_queue_falls_back_to_catch_up(sqlite_servers, monkeypatch):
 
 async def _now(value):
     return value
+
+
+@requires_postgres
+@pytest_twisted.ensureDeferred
+async def test_a_restarted_sender_resumes_every_events_writer(tmp_path):
+    """Two events writers (a vector position): events both wrote while the
+    sender was dead are sent when a new sender starts, each once."""
+    fed_port = free_port()
+    async with in_process_deployment(
+        tmp_path,
+        POSTGRES_URL,
+        [("event_writer", 2)],
+        server_name=f"localhost:{fed_port}",
+        federation=federation_section(fed_port),
+    ) as (servers, _bus):
+        master = servers["master"]
+        writers = list(master.config.writers_for("events"))
+        async with federating_server(tmp_path, "b") as b:
+            alice = await client_for(master).register("alice")
+            bob = await b.anon.register("bob")
+            rooms: dict[str, str] = {}
+            while len(rooms) < 2:
+                created = await alice.post(f"{CLIENT_V3}/createRoom", {"preset": "public_chat"})
+                assert created.code == 200, created
+                rooms.setdefault(
+                    writer_for_room(created.json["room_id"], writers), created.json["room_id"]
+                )
+            for room_id in rooms.values():
+                joined = await bob.post(f"{CLIENT_V3}/join/{q(room_id)}", {})
+                assert joined.code == 200, joined
+            first = [
+                await send_text(alice, r, "first", f"f{i}") for i, r in enumerate(rooms.values())
+            ]
+            await wait_until(lambda: _delivered(b, first))
+
+            old = master.federation.sender
+            old.stopped = True  # the sender process dies
+            missed = []
+            for i in range(2):
+                for n, room_id in enumerate(rooms.values()):
+                    missed.append(await send_text(alice, room_id, f"missed {i}", f"m{i}{n}"))
+            await old.stop()
+            new = FederationSender(
+                hs=master,
+                client=old.client,
+                store=old.store,
+                clock=old.clock,
+                server_name=old.server_name,
+                instance_name=old.instance_name,
+                sender_instances=old.sender_instances,
+            )
+            master.federation.sender = new
+            await new.start()
+            await wait_until(lambda: _delivered(b, missed))
+            counts = await _received_counts(b, master.server_name)
+            assert all(counts[e] == 1 for e in [*first, *missed]), counts
+            stored = await new.store.get_sender_positions(master.instance_name)
+            assert set(stored) == set(writers)
