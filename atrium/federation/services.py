@@ -142,17 +142,21 @@ class FederationServices:
         )
         self.sender: FederationSender | None = None
         if hs.instance_name in config.sender_instances:
-            self.sender = FederationSender(
-                hs=hs,
-                client=self.client,
-                store=self.store,
-                clock=hs.clock,
-                server_name=hs.server_name,
-                instance_name=hs.instance_name,
-                sender_instances=config.sender_instances,
-            )
+            self.sender = self.build_sender()
         self._server_up_sent: dict[str, int] = {}
         self._prune_loop: Any = None
+
+    def build_sender(self) -> FederationSender:
+        """A new (not started) federation sender for this process."""
+        return FederationSender(
+            hs=self.hs,
+            client=self.client,
+            store=self.store,
+            clock=self.hs.clock,
+            server_name=self.hs.server_name,
+            instance_name=self.hs.instance_name,
+            sender_instances=self.config.sender_instances,
+        )
 
     # -- EDUs received by a process that does not write their streams ------------------------------
     def _writer_for_stream(self, stream: str) -> str:

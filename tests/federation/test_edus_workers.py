@@ -10,28 +10,22 @@ import pytest_twisted
 from tests.conftest import POSTGRES_URL, requires_postgres
 from tests.federation.support import (
     CLIENT_V3,
+    federating_deployment,
     federating_server,
-    federation_section,
-    free_port,
     wait_until,
 )
 from tests.federation.test_membership import send_text
 from tests.support.client import JsonClient, q
-from tests.workers.inprocess import client_for, in_process_deployment
+from tests.workers.inprocess import client_for
 
 pytestmark = [requires_postgres]
 
 
 @pytest_twisted.ensureDeferred
 async def test_edus_sent_to_a_federation_reader_reach_sync(tmp_path):
-    fed_port = free_port()
-    async with in_process_deployment(
-        tmp_path,
-        POSTGRES_URL,
-        [("federation_reader", 1), ("sync", 1)],
-        server_name=f"localhost:{fed_port}",
-        federation=federation_section(fed_port),
-    ) as (servers, _bus):
+    async with federating_deployment(
+        tmp_path, POSTGRES_URL, [("federation_reader", 1), ("sync", 1)]
+    ) as servers:
         master, reader = servers["master"], servers["federation_reader1"]
         async with federating_server(tmp_path, "b") as b:
             alice = await client_for(master).register("alice")

@@ -13,34 +13,23 @@ import pytest_twisted
 from twisted.internet import defer
 
 from atrium.federation import per_destination
-from atrium.federation.sender import FederationSender
 from atrium.handlers.event_writer import writer_for_room
 from tests.conftest import POSTGRES_URL, requires_postgres
 from tests.federation.support import (
     CLIENT_V3,
     announce,
+    create_joined_room,
     cut_off,
+    federating_deployment,
     federating_server,
-    federation_section,
-    free_port,
-    join_remote_room,
     reconnect,
     restarted,
+    wait_backing_off,
     wait_until,
 )
 from tests.federation.test_membership import send_text
 from tests.support.client import q
-from tests.workers.inprocess import client_for, in_process_deployment
-
-
-async def _shared_room(a, b):
-    alice = await a.anon.register("alice")
-    bob = await b.anon.register("bob")
-    created = await alice.post(f"{CLIENT_V3}/createRoom", {"preset": "public_chat"})
-    assert created.code == 200, created
-    room_id = created.json["room_id"]
-    await join_remote_room(a, b, room_id, bob.user_id)
-    return alice, room_id
+from tests.workers.inprocess import client_for
 
 
 async def _received_counts(b, origin) -> Counter[str]:
@@ -75,7 +64,7 @@ async def _rooms_row(a, destination, room_id):
 async def test_events_pending_when_the_sender_stops_arrive_after_a_restart(db_kind, tmp_path):
     async with federating_server(tmp_path, "a", db_kind, POSTGRES_URL) as a:
         async with federating_server(tmp_path, "b") as b:
-            alice, room_id = await _shared_room(a, b)
+            alice, _bob, room_id = await create_joined_room(a, b)
             before = await send_text(alice, room_id, "before", "t0")
             await wait_until(lambda: _delivered(b, [before]))
 
@@ -83,12 +72,7 @@ async def test_events_pending_when_the_sender_stops_arrive_after_a_restart(db_ki
             await cut_off(b)
             queued = [await send_text(alice, room_id, f"queued {i}", f"q{i}") for i in range(2)]
             sender = a.hs.federation.sender
-
-            async def backing_off():
-                queue = sender.queue_for(b.name)
-                return queue is not None and queue.backing_off
-
-            await wait_until(backing_off)
+            await wait_backing_off(a.hs, b.name)
             # The sender dies: these are persisted but never handled by it.
             sender.stopped = True
             unhandled = [
@@ -113,7 +97,7 @@ async def test_events_pending_when_the_sender_stops_arrive_after_a_restart(db_ki
 @pytest_twisted.ensureDeferred
 async def test_a_destination_down_for_a_while_gets_what_it_missed(sqlite_servers):
     a, b = sqlite_servers
-    alice, room_id = await _shared_room(a, b)
+    alice, _bob, room_id = await create_joined_room(a, b)
     first = await send_text(alice, room_id, "first", "f")
     await wait_until(lambda: _delivered(b, [first]))
 
@@ -141,7 +125,7 @@ async def test_a_destination_down_for_a_while_gets_what_it_missed(sqlite_servers
 @pytest_twisted.ensureDeferred
 async def test_a_full_queue_falls_back_to_catch_up(sqlite_servers, monkeypatch):
     a, b = sqlite_servers
-    alice, room_id = await _shared_room(a, b)
+    alice, _bob, room_id = await create_joined_room(a, b)
     monkeypatch.setattr(per_destination, "MAX_PENDING", 2)
     # B takes its time answering: A's queue fills up behind the transaction in flight.
     gate: defer.Deferred[None] = defer.Deferred()
@@ -179,14 +163,7 @@ async def _now(value):
 async def test_a_restarted_sender_resumes_every_events_writer(tmp_path):
     """Two events writers (a vector position): events both wrote while the
     sender was dead are sent when a new sender starts, each once."""
-    fed_port = free_port()
-    async with in_process_deployment(
-        tmp_path,
-        POSTGRES_URL,
-        [("event_writer", 2)],
-        server_name=f"localhost:{fed_port}",
-        federation=federation_section(fed_port),
-    ) as (servers, _bus):
+    async with federating_deployment(tmp_path, POSTGRES_URL, [("event_writer", 2)]) as servers:
         master = servers["master"]
         writers = list(master.config.writers_for("events"))
         async with federating_server(tmp_path, "b") as b:
@@ -214,15 +191,7 @@ async def test_a_restarted_sender_resumes_every_events_writer(tmp_path):
                 for n, room_id in enumerate(rooms.values()):
                     missed.append(await send_text(alice, room_id, f"missed {i}", f"m{i}{n}"))
             await old.stop()
-            new = FederationSender(
-                hs=master,
-                client=old.client,
-                store=old.store,
-                clock=old.clock,
-                server_name=old.server_name,
-                instance_name=old.instance_name,
-                sender_instances=old.sender_instances,
-            )
+            new = master.federation.build_sender()
             master.federation.sender = new
             await new.start()
             await wait_until(lambda: _delivered(b, missed))
