@@ -128,5 +128,11 @@ def collect_routes(*, federation: bool = True) -> list[Route]:
     router = Router()
     replication_http.register_servlets(hs, router)
     replication_http.register_replication_endpoint(hs, router, SEND_EVENTS_ENDPOINT, hs.handle)
+    if federation:
+        from atrium.handlers.federation_edu import FEDERATION_EDUS_ENDPOINT
+
+        replication_http.register_replication_endpoint(
+            hs, router, FEDERATION_EDUS_ENDPOINT, hs.handle
+        )
     register_servlets(hs, router, federation=federation)
     return router.routes

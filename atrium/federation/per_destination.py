@@ -12,11 +12,22 @@ succeeded.
 When a transaction fails (no answer, a 5xx, 429...) the destination backs
 off: no attempt until ``retry_interval`` has passed, the interval doubling
 from ``min_retry_ms`` up to ``max_retry_ms``; the state is stored so a restart
-does not hammer a dead server. Pending items stay queued (in memory up to
-``MAX_PENDING`` each: a long-dead server loses the oldest PDUs, which it
-can later fetch with /get_missing_events). A 4xx other than 429 means the
-destination refuses this transaction for good: its contents are dropped.
-``wake`` (a request from that server, or REMOTE_SERVER_UP) ends the back-off.
+does not hammer a dead server. A 4xx other than 429 means the destination
+refuses this transaction for good: its contents are dropped. ``wake`` (a
+request from that server, or REMOTE_SERVER_UP) ends the back-off.
+
+PDUs are also written down per room (``federation_destination_rooms``: the
+latest queued and the latest accepted), so the in-memory queue is only a
+fast path. After a failed transaction, when the queue would pass
+``MAX_PENDING`` PDUs, and when the sender starts with the destination
+behind, the queue drops its PDUs and *catches up* from the database
+instead: for each room the destination is behind in, oldest first, it sends
+the events it missed (when there are at most ``MAX_PDUS`` and the
+destination's membership did not change meanwhile), else only the latest
+one, whose missing prev_events the destination fetches with
+``/get_missing_events`` (server-server API "Retrieving events"). New PDUs
+are not held while catching up: the database already has them. EDUs stay
+in memory (at most ``MAX_PENDING``; the oldest are dropped beyond).
 """
 
 from __future__ import annotations
@@ -40,6 +51,8 @@ logger = logging.getLogger(__name__)
 MAX_PDUS = 50
 MAX_EDUS = 100
 MAX_PENDING = 1000
+# Rooms looked at per catch-up round.
+CATCH_UP_ROOMS = 50
 SEND_TIMEOUT = 60.0
 
 
@@ -58,14 +71,36 @@ class PerDestinationQueue:
         self._retry_loaded = False
         self._retry_timer: Any = None
         self.transactions_sent = 0
+        # Catch-up mode (module doc): PDUs come from the database, not memory.
+        self.catching_up = False
+        # A PDU was queued since the last catch-up read: read again before leaving.
+        self._catch_up_dirty = False
 
     # -- queueing -------------------------------------------------------------------------
     def send_pdu(self, event: Event) -> None:
-        if len(self.pending_pdus) >= MAX_PENDING:
-            dropped = self.pending_pdus.popleft()
-            logger.warning("Queue for %s full: dropping PDU %s", self.destination, dropped.event_id)
-        self.pending_pdus.append(event)
+        if self.catching_up:
+            # Already in federation_destination_rooms: catch-up will read it.
+            self._catch_up_dirty = True
+        elif len(self.pending_pdus) >= MAX_PENDING:
+            logger.warning(
+                "Queue for %s full (%d PDUs): catching up from the database instead",
+                self.destination,
+                len(self.pending_pdus),
+            )
+            self._enter_catch_up()
+        else:
+            self.pending_pdus.append(event)
         self.attempt()
+
+    def start_catch_up(self) -> None:
+        """Send what the database says this destination missed (module doc)."""
+        self._enter_catch_up()
+        self.attempt()
+
+    def _enter_catch_up(self) -> None:
+        self.catching_up = True
+        self._catch_up_dirty = True
+        self.pending_pdus.clear()
 
     def send_edu(self, edu_type: str, content: dict[str, Any]) -> None:
         if len(self.pending_edus) >= MAX_PENDING:
@@ -113,14 +148,73 @@ class PerDestinationQueue:
                 if self._retry_interval > 0 and wait_ms > 0:
                     self._schedule_retry(wait_ms)
                     return
+                if self.catching_up:
+                    caught_up = await self._catch_up_round()
+                    if caught_up is False:
+                        return
+                    if caught_up is None:
+                        if self._catch_up_dirty:
+                            continue
+                        self.catching_up = False
+                        logger.info("%s has caught up", self.destination)
+                    continue
                 if not await self._send_one_transaction():
                     return
         finally:
             self._transmitting = False
 
-    async def _send_one_transaction(self) -> bool:
-        """Send what is pending; False when there was nothing or it failed."""
-        pdus = list(self.pending_pdus)[:MAX_PDUS]
+    async def _catch_up_round(self) -> bool | None:
+        """One transaction of missed PDUs: None when nothing is behind any more,
+        else whether it succeeded."""
+        self._catch_up_dirty = False
+        sender = self.sender
+        store = sender.store
+        pdus: list[Event] = []
+        covered: dict[str, int] = {}
+        for room in await store.get_rooms_behind(self.destination, CATCH_UP_ROOMS):
+            event_ids = None
+            if room.sent is not None:
+                event_ids = await store.get_missed_event_ids(
+                    room.room_id, self.destination, room.sent, room.queued, MAX_PDUS
+                )
+            if event_ids is None:
+                # Too many (or nothing sent yet): the latest; the destination
+                # fetches the gap with /get_missing_events.
+                latest = await store.get_event_id_at(room.room_id, room.queued)
+                event_ids = [latest] if latest is not None else []
+            events = [
+                e
+                for e in await sender.hs.stores.events.get_events_as_list(event_ids)
+                if sender.should_send(e, self.destination)
+            ]
+            if pdus and len(pdus) + len(events) > MAX_PDUS:
+                break
+            events.sort(key=lambda e: e.internal_metadata.stream_ordering or 0)
+            pdus.extend(events)
+            covered[room.room_id] = room.queued
+        if not covered:
+            return None
+        if not pdus:
+            await store.mark_rooms_sent(self.destination, covered)
+            return True
+        return await self._send_one_transaction(catch_up=(pdus, covered))
+
+    async def _send_one_transaction(
+        self, catch_up: tuple[list[Event], dict[str, int]] | None = None
+    ) -> bool:
+        """Send what is pending (or ``catch_up``: PDUs read from the database and
+        the rooms they bring up to date); False when there was nothing or it failed."""
+        if catch_up is not None:
+            pdus, rooms_sent = catch_up
+            n_memory_pdus = 0
+        else:
+            pdus = list(self.pending_pdus)[:MAX_PDUS]
+            n_memory_pdus = len(pdus)
+            rooms_sent = {}
+            for event in pdus:
+                ordering = event.internal_metadata.stream_ordering
+                if ordering is not None and ordering > rooms_sent.get(event.room_id, 0):
+                    rooms_sent[event.room_id] = ordering
         edus = list(self.pending_edus)[:MAX_EDUS]
         outbox: list[Any] = []
         pokes: list[DevicePoke] = []
@@ -177,7 +271,7 @@ class PerDestinationQueue:
                     txn_id,
                     e,
                 )
-                await self._done(len(pdus), len(edus), outbox, pokes)
+                await self._done(n_memory_pdus, rooms_sent, len(edus), outbox, pokes)
                 return True
             await self._failed(e)
             return False
@@ -190,7 +284,7 @@ class PerDestinationQueue:
                     logger.info(
                         "%s refused %s: %.200s", self.destination, event_id, result["error"]
                     )
-        await self._done(len(pdus), len(edus), outbox, pokes)
+        await self._done(n_memory_pdus, rooms_sent, len(edus), outbox, pokes)
         self.transactions_sent += 1
         if self._retry_interval > 0:
             self._retry_interval = 0
@@ -198,12 +292,20 @@ class PerDestinationQueue:
         return True
 
     async def _done(
-        self, n_pdus: int, n_edus: int, outbox: list[Any], pokes: list[DevicePoke]
+        self,
+        n_pdus: int,
+        rooms_sent: dict[str, int],
+        n_edus: int,
+        outbox: list[Any],
+        pokes: list[DevicePoke],
     ) -> None:
-        for _ in range(n_pdus):
+        # The queue may have been emptied meanwhile (it overflowed into catch-up).
+        for _ in range(min(n_pdus, len(self.pending_pdus))):
             self.pending_pdus.popleft()
-        for _ in range(n_edus):
+        for _ in range(min(n_edus, len(self.pending_edus))):
             self.pending_edus.popleft()
+        if rooms_sent:
+            await self.sender.store.mark_rooms_sent(self.destination, rooms_sent)
         if outbox:
             await self.sender.store.delete_outbox_messages(
                 self.destination, max(m.stream_id for m in outbox)
@@ -219,6 +321,8 @@ class PerDestinationQueue:
             else min(self._retry_interval * 2, sender.max_retry_ms)
         )
         self._retry_last_ts = sender.clock.time_msec()
+        # What it missed is in the database: catch up from there once it is back.
+        self._enter_catch_up()
         logger.info(
             "Sending to %s failed (%s); next attempt in %d s",
             self.destination,

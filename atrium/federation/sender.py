@@ -39,6 +39,8 @@ logger = logging.getLogger(__name__)
 
 FOLLOWED_STREAMS = ("events", "typing", "receipts", "presence", "to_device", "device_lists")
 FETCH_LIMIT = 500
+# How often the events-stream position is stored when no event was queued.
+POSITION_SAVE_INTERVAL_MS = 10_000
 
 
 def sender_for_destination(destination: str, instances: Sequence[str]) -> str:
@@ -79,6 +81,7 @@ class FederationSender:
         self._stream_lock = Linearizer("federation_sender_streams")
         # room -> our users typing there, as last announced.
         self._typing: dict[str, set[str]] = {}
+        self._positions_saved_ts = 0
         self._txn_prefix = str(clock.time_msec())
         self._txn_counter = 0
 
@@ -91,12 +94,28 @@ class FederationSender:
                 writer: handler.get_position(stream, writer)
                 for writer in self.hs.config.writers_for(stream)
             }
+        # Events: resume from where this sender had got to, so events persisted
+        # while it was down (or not yet handled when it stopped) are queued now.
+        stored = await self.store.get_sender_positions(self.instance_name)
+        events = self._positions["events"]
+        for writer in events:
+            if writer in stored:
+                events[writer] = min(stored[writer], events[writer])
+        await self.store.record_queued(self.instance_name, events, {})
+        self._positions_saved_ts = self.clock.time_msec()
+        # Destinations that missed events (not acknowledged before a stop or a
+        # crash, dropped from a full queue...) catch up from the database.
+        # Before the replay below, so replayed events are not queued twice.
+        for destination in await self.store.destinations_behind():
+            if destination != self.server_name and self.is_responsible_for(destination):
+                self._queue(destination).start_catch_up()
         self.hs.notifier.add_observer(self._on_new_data)
         # Outbox rows left from before a restart.
         for destination in await self.store.destinations_with_outbox():
             self._queue(destination).outbox_changed()
         for destination in await self.store.destinations_with_pending_pokes():
             self._queue(destination).pokes_changed()
+        self._on_new_data("events", None, None, None)
 
     async def stop(self) -> None:
         self.stopped = True
@@ -149,13 +168,14 @@ class FederationSender:
                 while position < target:
                     updates = await self._get_updates(stream, writer, position, target)
                     rows = [row for _, row in updates.rows]
+                    position = updates.upto_token if updates.limited else target
                     try:
-                        await self._handle_rows(stream, rows)
+                        if stream == "events":
+                            await self._on_event_rows(rows, writer, position)
+                        else:
+                            await self._handle_rows(stream, rows)
                     except Exception:
                         logger.exception("Federation sender could not handle %s rows", stream)
-                    position = updates.upto_token
-                    if not updates.limited:
-                        position = target
                 self._positions[stream][writer] = position
 
     async def _get_updates(self, stream: str, writer: str, start: int, end: int) -> Any:
@@ -169,9 +189,7 @@ class FederationSender:
         return await hs.streams[stream].get_updates(writer, start, end, FETCH_LIMIT)
 
     async def _handle_rows(self, stream: str, rows: list[Any]) -> None:
-        if stream == "events":
-            await self._on_event_rows(rows)
-        elif stream == "typing":
+        if stream == "typing":
             await self._on_typing_rows(rows)
         elif stream == "receipts":
             await self._on_receipt_rows(rows)
@@ -192,33 +210,63 @@ class FederationSender:
         users = await self.hs.stores.members.get_users_in_room(room_id)
         return {u.split(":", 1)[1] for u in users} - {self.server_name}
 
-    async def _on_event_rows(self, rows: Iterable[Any]) -> None:
+    def should_send(self, event: Event, destination: str) -> bool:
+        """Whether ``event`` is ours to send to ``destination`` (as a room's PDU)."""
+        if event.internal_metadata.soft_failed or event.internal_metadata.outlier:
+            return False
+        if self.hs.is_mine(event.sender):
+            return True
+        # A join or leave handed to us by send_join/send_leave: the joining
+        # server sent it to us alone, so we broadcast it (server-server API
+        # "Joining Rooms"); never back to its origin.
+        relayed_for = event.internal_metadata.send_on_behalf_of
+        return relayed_for is not None and relayed_for != destination
+
+    async def _on_event_rows(self, rows: Iterable[Any], writer: str, position: int) -> None:
+        """Queue new events for their destinations.
+
+        What is queued for whom is written down (``federation_destination_rooms``)
+        together with how far this sender got in the writer's stream, before the
+        events go into the in-memory queues: after a crash the sender resumes
+        from there and every destination behind catches up (docs/federation.md).
+        """
         # Our users' events, and remote membership events that may have come
-        # through send_join/send_leave (only those are relayed, see below).
+        # through send_join/send_leave (only those are relayed).
         wanted = [
             r.event_id
             for r in rows
             if not r.outlier and (self.hs.is_mine(r.sender) or r.membership is not None)
         ]
-        if not wanted:
-            return
-        events = await self.hs.stores.events.get_events_as_list(wanted)
+        events = await self.hs.stores.events.get_events_as_list(wanted) if wanted else []
+        to_send: list[tuple[Event, list[str]]] = []
+        queued: dict[tuple[str, str], int] = {}
         for event in events:
-            if event.internal_metadata.soft_failed:
-                continue
-            relayed_for = None
-            if not self.hs.is_mine(event.sender):
-                # A join or leave handed to us by send_join/send_leave: the
-                # joining server sent it to us alone, so we broadcast it
-                # (server-server API "Joining Rooms"); never back to its origin.
-                relayed_for = event.internal_metadata.send_on_behalf_of
-                if relayed_for is None:
-                    continue
             destinations = await self._remote_hosts(event.room_id)
             if event.type == "m.room.member" and event.state_key and ":" in event.state_key:
                 destinations.add(event.state_key.split(":", 1)[1])
-            destinations.discard(relayed_for or "")
-            self.send_pdu(event, destinations)
+            chosen = sorted(
+                d
+                for d in destinations
+                if d != self.server_name
+                and self.is_responsible_for(d)
+                and self.should_send(event, d)
+            )
+            if not chosen:
+                continue
+            to_send.append((event, chosen))
+            ordering = event.internal_metadata.stream_ordering
+            if ordering is not None and ordering > 0:
+                for destination in chosen:
+                    key = (destination, event.room_id)
+                    queued[key] = max(queued.get(key, 0), ordering)
+        now = self.clock.time_msec()
+        # Pages with nothing for anybody only move the stored position now and
+        # then: handling them again after a crash costs a read, nothing else.
+        if queued or now - self._positions_saved_ts >= POSITION_SAVE_INTERVAL_MS:
+            await self.store.record_queued(self.instance_name, {writer: position}, queued)
+            self._positions_saved_ts = now
+        for event, chosen in to_send:
+            self.send_pdu(event, chosen)
 
     async def _on_typing_rows(self, rows: Iterable[Any]) -> None:
         for row in rows:

@@ -16,6 +16,7 @@ REMOTE_SERVER_UP; ``listen`` opens the TLS federation listener (master only).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,11 @@ from atrium.federation.tls import (
     host_of_server_name,
     server_tls_options,
 )
-from atrium.handlers.federation_edu import FederationEduHandler
+from atrium.handlers.federation_edu import (
+    EDU_STREAMS,
+    FEDERATION_EDUS_ENDPOINT,
+    FederationEduHandler,
+)
 from atrium.handlers.federation_event import FederationEventHandler
 from atrium.handlers.federation_membership import FederationMembershipHandler
 from atrium.handlers.federation_query import FederationQueryHandler
@@ -43,6 +48,7 @@ from atrium.handlers.federation_transaction import TransactionHandler
 from atrium.handlers.remote_membership import RemoteMembershipHandler
 from atrium.http.server import JsonResource
 from atrium.http.site import AtriumSite
+from atrium.replication.http import register_replication_endpoint
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +94,14 @@ class FederationServices:
             client=self.client,
             server_name=hs.server_name,
         )
-        self.edus = FederationEduHandler(hs)
+        self.edus = FederationEduHandler(
+            hs, writer_for_stream=self._writer_for_stream, forward=self._forward_edus
+        )
+        if any(self._writer_for_stream(s) == hs.instance_name for s in EDU_STREAMS.values()):
+            # Other processes (federation_reader workers) hand us their EDUs.
+            register_replication_endpoint(
+                hs, hs.router, FEDERATION_EDUS_ENDPOINT, self.edus.handle_forwarded
+            )
         self.transactions = TransactionHandler(
             store=self.store, events=self.events, edus=self.edus, clock=hs.clock
         )
@@ -129,17 +142,41 @@ class FederationServices:
         )
         self.sender: FederationSender | None = None
         if hs.instance_name in config.sender_instances:
-            self.sender = FederationSender(
-                hs=hs,
-                client=self.client,
-                store=self.store,
-                clock=hs.clock,
-                server_name=hs.server_name,
-                instance_name=hs.instance_name,
-                sender_instances=config.sender_instances,
-            )
+            self.sender = self.build_sender()
         self._server_up_sent: dict[str, int] = {}
         self._prune_loop: Any = None
+
+    def build_sender(self) -> FederationSender:
+        """A new (not started) federation sender for this process."""
+        return FederationSender(
+            hs=self.hs,
+            client=self.client,
+            store=self.store,
+            clock=self.hs.clock,
+            server_name=self.hs.server_name,
+            instance_name=self.hs.instance_name,
+            sender_instances=self.config.sender_instances,
+        )
+
+    # -- EDUs received by a process that does not write their streams ------------------------------
+    def _writer_for_stream(self, stream: str) -> str:
+        return self.hs.config.writers_for(stream)[0]
+
+    async def _forward_edus(
+        self, writer: str, origin: str, txn_id: str, edus: list[dict[str, Any]]
+    ) -> None:
+        replication = getattr(self.hs, "replication", None)
+        if replication is None or replication.http_client is None:
+            raise RuntimeError(f"no replication client to reach {writer}")
+        # The origin's transaction ID: a retry of the transaction after a lost
+        # answer is not applied twice by the writer.
+        await replication.http_client.call_endpoint(
+            writer,
+            FEDERATION_EDUS_ENDPOINT,
+            {"origin": origin, "edus": edus},
+            clock=self.hs.clock,
+            txn_id=hashlib.sha256(f"{origin}\0{txn_id}".encode()).hexdigest(),
+        )
 
     # -- REMOTE_SERVER_UP ----------------------------------------------------------------------
     def on_remote_request(self, origin: str) -> None:

@@ -4,6 +4,10 @@ the E2EE outboxes.
 - ``server_key_responses`` / ``server_verify_keys``: remote signing keys;
 - ``federation_received_transactions``: answers to inbound transactions;
 - ``federation_destinations``: outbound back-off;
+- ``federation_stream_positions`` / ``federation_destination_rooms`` (schema
+  0105): how far the sender has handled the events stream, and per
+  destination and room the latest event queued and the latest sent, from
+  which catch-up finds what a destination missed;
 - the federation sender's side of ``device_federation_outbox`` (remote
   to-device messages) and ``device_lists_outbound_pokes`` (device-list
   updates, one row per destination), which the E2EE code fills.
@@ -37,6 +41,15 @@ class OutboxMessage:
     sender: str
     message_type: str
     messages: dict[str, Any]
+
+
+@attrs.frozen
+class RoomBehind:
+    """A room whose latest event queued for a destination was not yet sent."""
+
+    room_id: str
+    queued: int  # stream ordering of the latest event queued
+    sent: int | None  # of the latest event sent; None: nothing sent yet
 
 
 @attrs.frozen
@@ -168,6 +181,117 @@ class FederationStore:
                 )
 
         await self.db.run_interaction("set_destination_retry", txn_fn)
+
+    # -- catch-up: what was handled, queued and sent --------------------------------------
+    async def get_sender_positions(self, sender_instance: str) -> dict[str, int]:
+        """events writer -> the position up to which ``sender_instance`` handled its rows."""
+        rows = await self.db.execute(
+            "get_federation_sender_positions",
+            "SELECT writer_instance, stream_id FROM federation_stream_positions"
+            " WHERE sender_instance = ?",
+            sender_instance,
+        )
+        return {r[0]: int(r[1]) for r in rows}
+
+    async def record_queued(
+        self,
+        sender_instance: str,
+        positions: Mapping[str, int],
+        queued: Mapping[tuple[str, str], int],
+    ) -> None:
+        """In one transaction: (destination, room) -> stream ordering of the latest
+        event queued for it, and the sender's new events-stream positions."""
+
+        def txn_fn(txn: Transaction) -> None:
+            # Never lowered: rows handled again after a crash carry older orderings.
+            txn.executemany(
+                "INSERT INTO federation_destination_rooms"
+                " (destination, room_id, queued_stream_ordering) VALUES (?, ?, ?)"
+                " ON CONFLICT (destination, room_id) DO UPDATE SET queued_stream_ordering ="
+                " CASE WHEN EXCLUDED.queued_stream_ordering"
+                " > federation_destination_rooms.queued_stream_ordering"
+                " THEN EXCLUDED.queued_stream_ordering"
+                " ELSE federation_destination_rooms.queued_stream_ordering END",
+                [(d, r, o) for (d, r), o in sorted(queued.items())],
+            )
+            for writer, position in positions.items():
+                txn.upsert(
+                    "federation_stream_positions",
+                    {"sender_instance": sender_instance, "writer_instance": writer},
+                    {"stream_id": position},
+                )
+
+        await self.db.run_interaction("federation_record_queued", txn_fn)
+
+    async def mark_rooms_sent(self, destination: str, sent: Mapping[str, int]) -> None:
+        """room -> stream ordering of the latest of its events ``destination`` accepted."""
+        if not sent:
+            return
+
+        def txn_fn(txn: Transaction) -> None:
+            txn.executemany(
+                "UPDATE federation_destination_rooms SET sent_stream_ordering = ?"
+                " WHERE destination = ? AND room_id = ?"
+                " AND (sent_stream_ordering IS NULL OR sent_stream_ordering < ?)",
+                [(o, destination, r, o) for r, o in sorted(sent.items())],
+            )
+
+        await self.db.run_interaction("federation_mark_rooms_sent", txn_fn)
+
+    async def destinations_behind(self) -> list[str]:
+        rows = await self.db.execute(
+            "federation_destinations_behind",
+            "SELECT DISTINCT destination FROM federation_destination_rooms"
+            " WHERE sent_stream_ordering IS NULL OR queued_stream_ordering > sent_stream_ordering",
+        )
+        return sorted(r[0] for r in rows)
+
+    async def get_rooms_behind(self, destination: str, limit: int) -> list[RoomBehind]:
+        """The rooms ``destination`` is behind in, oldest latest event first."""
+        rows = await self.db.execute(
+            "federation_rooms_behind",
+            "SELECT room_id, queued_stream_ordering, sent_stream_ordering"
+            " FROM federation_destination_rooms WHERE destination = ?"
+            " AND (sent_stream_ordering IS NULL OR queued_stream_ordering > sent_stream_ordering)"
+            " ORDER BY queued_stream_ordering LIMIT ?",
+            destination,
+            limit,
+        )
+        return [RoomBehind(r[0], int(r[1]), None if r[2] is None else int(r[2])) for r in rows]
+
+    async def get_missed_event_ids(
+        self, room_id: str, destination: str, after: int, upto: int, limit: int
+    ) -> list[str] | None:
+        """The room's timeline events with ``after`` < stream ordering <= ``upto``,
+        oldest first; None when there are more than ``limit`` or when the
+        membership of a user of ``destination`` changed in between (it may not
+        have been in the room for all of them)."""
+
+        def txn_fn(txn: Transaction) -> list[str] | None:
+            rows = txn.select_all(
+                "SELECT event_id, type, state_key FROM events WHERE room_id = ?"
+                " AND stream_ordering > ? AND stream_ordering <= ? AND outlier = FALSE"
+                " AND rejection_reason IS NULL ORDER BY stream_ordering LIMIT ?",
+                (room_id, after, upto, limit + 1),
+            )
+            if len(rows) > limit:
+                return None
+            suffix = ":" + destination
+            for _, event_type, state_key in rows:
+                if event_type == "m.room.member" and (state_key or "").endswith(suffix):
+                    return None
+            return [r[0] for r in rows]
+
+        return await self.db.run_interaction("federation_missed_event_ids", txn_fn)
+
+    async def get_event_id_at(self, room_id: str, stream_ordering: int) -> str | None:
+        rows = await self.db.execute(
+            "federation_event_id_at",
+            "SELECT event_id FROM events WHERE room_id = ? AND stream_ordering = ?",
+            room_id,
+            stream_ordering,
+        )
+        return rows[0][0] if rows else None
 
     # -- to-device messages for remote users ------------------------------------------------
     async def get_outbox_messages(self, destination: str, limit: int) -> list[OutboxMessage]:

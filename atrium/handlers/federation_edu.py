@@ -8,6 +8,14 @@ sending server: one naming a user of another server is ignored (a server
 may only speak for its own users), as is one about a room the user is not
 joined to. A malformed EDU is logged and dropped; it never fails the
 transaction.
+
+Each EDU type writes one replication stream (``EDU_STREAMS``), and only that
+stream's writer (the master) may write it. A process that receives a
+transaction but does not write the stream (a ``federation_reader`` worker)
+forwards those EDUs, with their origin, to the writer over the
+authenticated ``federation_edus`` replication endpoint, deduplicated by the
+origin's transaction ID; the writer applies them exactly as if it had
+received them.
 """
 
 from __future__ import annotations
@@ -28,16 +36,40 @@ FEDERATION_TYPING_TIMEOUT_MS = 60_000
 PRESENCE_STATES = ("online", "unavailable", "offline")
 
 
+# The stream each EDU type writes (docs/workers.md, "Stream writers").
+EDU_STREAMS = {
+    "m.typing": "typing",
+    "m.receipt": "receipts",
+    "m.presence": "presence",
+    "m.direct_to_device": "to_device",
+    "m.device_list_update": "device_lists",
+    "m.signing_key_update": "device_lists",
+}
+FEDERATION_EDUS_ENDPOINT = "federation_edus"
+
+# async (writer instance, origin, origin's transaction ID, EDUs) -> None
+ForwardEdus = Callable[[str, str, str, list[dict[str, Any]]], Awaitable[None]]
+
+
 def _domain(user_id: str) -> str:
     return user_id.split(":", 1)[1]
 
 
 class FederationEduHandler:
-    def __init__(self, hs: Any) -> None:
+    def __init__(
+        self,
+        hs: Any,
+        *,
+        writer_for_stream: Callable[[str], str] | None = None,
+        forward: ForwardEdus | None = None,
+    ) -> None:
         # The local handlers and stores EDUs feed (typing, receipts, presence,
         # to-device, device lists); taken from the composition root.
         self.hs = hs
         self.clock = hs.clock
+        # stream -> the instance writing it; None (or ourselves): apply here.
+        self._writer_for_stream = writer_for_stream
+        self._forward = forward
         self._handlers: dict[str, Callable[[str, dict[str, Any]], Awaitable[None]]] = {
             "m.typing": self._on_typing,
             "m.receipt": self._on_receipt,
@@ -46,6 +78,47 @@ class FederationEduHandler:
             "m.device_list_update": self._on_device_list_update,
             "m.signing_key_update": self._on_signing_key_update,
         }
+
+    def writes_here(self, edu_type: str) -> bool:
+        """Whether EDUs of this type are applied by this process (module doc)."""
+        return self._writer_of(edu_type) is None
+
+    def _writer_of(self, edu_type: Any) -> str | None:
+        """The other process that must apply this EDU type, if any."""
+        stream = EDU_STREAMS.get(edu_type) if isinstance(edu_type, str) else None
+        if stream is None or self._writer_for_stream is None or self._forward is None:
+            return None
+        writer = self._writer_for_stream(stream)
+        return None if writer == self.hs.instance_name else writer
+
+    async def on_edus(self, origin: str, txn_id: str, edus: list[Any]) -> None:
+        """The EDUs of one transaction: applied here or forwarded to their writer."""
+        by_writer: dict[str, list[dict[str, Any]]] = {}
+        for edu in edus:
+            writer = self._writer_of(edu.get("edu_type")) if isinstance(edu, dict) else None
+            if writer is None:
+                await self.on_edu(origin, edu)
+            else:
+                by_writer.setdefault(writer, []).append(edu)
+        for writer, batch in sorted(by_writer.items()):
+            assert self._forward is not None
+            try:
+                await self._forward(writer, origin, txn_id, batch)
+            except Exception:
+                # EDUs are best effort (server-server API "EDUs"); the PDUs of
+                # the transaction are already handled, so it is not failed.
+                logger.exception(
+                    "Forwarding %d EDUs from %s to %s failed", len(batch), origin, writer
+                )
+
+    async def handle_forwarded(self, body: dict[str, Any]) -> tuple[int, Any]:
+        """The writer's side of the ``federation_edus`` replication endpoint."""
+        origin, edus = body.get("origin"), body.get("edus")
+        if not isinstance(origin, str) or not isinstance(edus, list):
+            return 400, {"errcode": "M_BAD_JSON", "error": "'origin' and 'edus' are required"}
+        for edu in edus:
+            await self.on_edu(origin, edu)
+        return 200, {}
 
     async def on_edu(self, origin: str, edu: Any) -> None:
         if not isinstance(edu, dict):

@@ -83,8 +83,7 @@ class TransactionHandler:
                     result = {"error": f"Internal error processing the event: {type(e).__name__}"}
                 if event_id is not None:
                     results[event_id] = result
-            for edu in edus:
-                await self.edus.on_edu(origin, edu)
+            await self.edus.on_edus(origin, txn_id, edus)
             response = {"pdus": results}
             await self.store.set_received_transaction(
                 origin, txn_id, 200, response, self.clock.time_msec()

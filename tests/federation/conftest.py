@@ -19,15 +19,10 @@ async def two_servers(db_kind, tmp_path):
 @pytest_twisted.async_yield_fixture
 async def joined_room(two_servers):
     """(A, B, alice@A client, bob@B client, room_id): bob joined alice's public room."""
-    from tests.federation.support import CLIENT_V3, join_remote_room
+    from tests.federation.support import create_joined_room
 
     a, b = two_servers
-    alice = await a.anon.register("alice")
-    bob = await b.anon.register("bob")
-    created = await alice.post(f"{CLIENT_V3}/createRoom", {"preset": "public_chat"})
-    assert created.code == 200, created
-    room_id = created.json["room_id"]
-    await join_remote_room(a, b, room_id, bob.user_id)
+    alice, bob, room_id = await create_joined_room(a, b)
     yield a, b, alice, bob, room_id
 
 

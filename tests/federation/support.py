@@ -318,3 +318,44 @@ async def restarted(server: FedServer, federation_options: dict[str, Any] | None
         )
     finally:
         await hs.stop()
+
+
+async def create_joined_room(a: FedServer, b: FedServer) -> tuple[Any, Any, str]:
+    """(alice@A client, bob@B client, room_id): bob joined alice's public room."""
+    alice = await a.anon.register("alice")
+    bob = await b.anon.register("bob")
+    created = await alice.post(f"{CLIENT_V3}/createRoom", {"preset": "public_chat"})
+    assert created.code == 200, created
+    room_id = created.json["room_id"]
+    await join_remote_room(a, b, room_id, bob.user_id)
+    return alice, bob, room_id
+
+
+async def wait_backing_off(server: Any, destination: str) -> None:
+    """Wait until ``server``'s federation sender backs off from ``destination``."""
+    sender = server.federation.sender
+
+    async def backing_off() -> bool:
+        queue = sender.queue_for(destination)
+        return queue is not None and queue.backing_off
+
+    await wait_until(backing_off)
+
+
+@asynccontextmanager
+async def federating_deployment(
+    tmp_path: Path, postgres_server: str, workers: list[tuple[str, int]]
+) -> AsyncIterator[dict[str, Any]]:
+    """An in-process worker deployment (tests/workers/inprocess.py) that federates:
+    name -> HomeServer, the master's TLS federation listener on a free port."""
+    from tests.workers.inprocess import in_process_deployment
+
+    fed_port = free_port()
+    async with in_process_deployment(
+        tmp_path,
+        postgres_server,
+        workers,
+        server_name=f"localhost:{fed_port}",
+        federation=federation_section(fed_port),
+    ) as (servers, _bus):
+        yield servers

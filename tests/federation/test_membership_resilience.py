@@ -14,6 +14,7 @@ from tests.federation.support import (
     federating_server,
     reconnect,
     restarted,
+    wait_backing_off,
     wait_until,
 )
 from tests.federation.test_membership import invite_and_join, send_text
@@ -139,12 +140,7 @@ async def test_restarted_server_catches_up_on_missed_messages(tmp_path):
         # B is down: these reach nobody.
         missed = [await send_text(alice, room_id, f"missed {i}", f"m{i}") for i in range(3)]
         sender = a.hs.federation.sender
-
-        async def backing_off():
-            queue = sender.queue_for(first_life.name)
-            return queue is not None and queue.backing_off
-
-        await wait_until(backing_off)
+        await wait_backing_off(a.hs, first_life.name)
         # What A held for B is lost (a full queue, or a restart of A, loses it too).
         sender.queue_for(first_life.name).pending_pdus.clear()
 

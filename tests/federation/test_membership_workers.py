@@ -12,29 +12,22 @@ from atrium.handlers.event_writer import writer_for_room
 from tests.conftest import POSTGRES_URL, requires_postgres
 from tests.federation.support import (
     CLIENT_V3,
+    federating_deployment,
     federating_server,
-    federation_section,
-    free_port,
     wait_until,
 )
 from tests.federation.test_membership import send_text, sync_rooms, timeline_bodies
 from tests.support.client import q
-from tests.workers.inprocess import client_for, in_process_deployment
+from tests.workers.inprocess import client_for
 
 pytestmark = [requires_postgres]
 
 
 @pytest_twisted.ensureDeferred
 async def test_join_and_invite_through_workers(tmp_path):
-    fed_port = free_port()
-    section = federation_section(fed_port)
-    async with in_process_deployment(
-        tmp_path,
-        POSTGRES_URL,
-        [("event_writer", 1), ("federation_reader", 1)],
-        server_name=f"localhost:{fed_port}",
-        federation=section,
-    ) as (servers, _bus):
+    async with federating_deployment(
+        tmp_path, POSTGRES_URL, [("event_writer", 1), ("federation_reader", 1)]
+    ) as servers:
         master, reader = servers["master"], servers["federation_reader1"]
         assert list(master.config.writers_for("events")) == ["event_writer1"]
         async with federating_server(tmp_path, "b") as b:
