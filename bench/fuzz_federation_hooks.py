@@ -10,7 +10,15 @@ the destination come from the environment:
 - ``FUZZ_SIGNING_KEY``: the origin's key, one line of a signing key file
   (``ed25519 <version> <seed>``);
 - ``FUZZ_SIGNATURE``: ``good`` (default) or ``bad`` (signed with another key
-  under the same key ID: every authenticated endpoint must refuse it).
+  under the same key ID: every authenticated endpoint must refuse it);
+- ``FUZZ_ROOM_ID``, ``FUZZ_ORIGIN_USER``: the seeded room the origin's user
+  is joined to.
+
+Before signing, generated bodies are steered towards what Atrium would act on,
+half of the time: a transaction's ``origin`` is the signing server, and PDUs
+(in /send, /invite, /send_join, /send_leave) are about the seeded room and sent
+by the origin's user. Otherwise almost every generated transaction stops at
+"origin does not match the signing server" and no PDU gets past its room.
 
 Signing happens as a `requests` auth callable, on the prepared request: the
 body and the query string are final there (schemathesis serialises them after
@@ -23,6 +31,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 from typing import Any
 
 import requests
@@ -74,6 +83,33 @@ class XMatrixAuth(requests.auth.AuthBase):
 
 
 _AUTH: XMatrixAuth | None = None
+_RANDOM = random.Random(0)
+_PDU_PATHS = ("/send_join/", "/send_leave/", "/invite/")
+
+
+def _steer_pdu(pdu: Any) -> None:
+    if not isinstance(pdu, dict) or _RANDOM.random() < 0.5:
+        return
+    pdu["room_id"] = os.environ.get("FUZZ_ROOM_ID", pdu.get("room_id"))
+    pdu["sender"] = os.environ.get("FUZZ_ORIGIN_USER", pdu.get("sender"))
+
+
+def steer(case: Any) -> None:
+    """Point some generated bodies at the seeded room and the origin (see above)."""
+    body = getattr(case, "body", None)
+    if not isinstance(body, dict):
+        return
+    path = case.operation.path
+    if path.endswith("/send/{txnId}"):
+        if _RANDOM.random() < 0.5:
+            body["origin"] = os.environ["FUZZ_ORIGIN"]
+        pdus = body.get("pdus")
+        if isinstance(pdus, list):
+            for pdu in pdus:
+                _steer_pdu(pdu)
+    elif any(p in path for p in _PDU_PATHS):
+        # v2 invite wraps the event in {"event": ...}; send_join/leave send it bare.
+        _steer_pdu(body.get("event") if "/invite/" in path else body)
 
 
 @schemathesis.hook
@@ -86,4 +122,5 @@ def before_call(context: Any, case: Any, kwargs: dict[str, Any]) -> None:
             _load_key(os.environ["FUZZ_SIGNING_KEY"]),
             os.environ.get("FUZZ_SIGNATURE", "good") == "bad",
         )
+    steer(case)
     kwargs["auth"] = _AUTH
