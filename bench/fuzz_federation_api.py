@@ -170,9 +170,11 @@ class Federation:
             return response.status_code, response.text
 
 
-def join_origin_user(fed: Federation, origin: Origin, room_id: str, user_id: str) -> list[str]:
-    """make_join + send_join of ``user_id`` (of the origin): event IDs of the
-    join, the room state and auth chain it returned."""
+def join_origin_user(fed: Federation, origin: Origin, room_id: str, user_id: str) -> dict:
+    """make_join + send_join of ``user_id`` (of the origin): the room version,
+    the join's event ID, the event IDs of the state and auth chain returned,
+    and the auth events an event of ``user_id`` needs (create, power levels,
+    its membership)."""
     versions = "&".join(f"ver={v}" for v in KNOWN_ROOM_VERSIONS)
     code, answer = fed.request("GET", f"{F1}/make_join/{_q(room_id)}/{_q(user_id)}?{versions}")
     if code != 200:
@@ -186,14 +188,28 @@ def join_origin_user(fed: Federation, origin: Origin, room_id: str, user_id: str
     event["content"] = dict(template["content"], displayname="Fuzzing origin")
     event["origin_server_ts"] = int(time.time() * 1000)
     add_hashes_and_signatures(room_version, event, origin.name, origin.signing_key)
-    event_id = compute_event_id(room_version, event)
-    code, answer = fed.request("PUT", f"{F2}/send_join/{_q(room_id)}/{_q(event_id)}", event)
+    join_id = compute_event_id(room_version, event)
+    code, answer = fed.request("PUT", f"{F2}/send_join/{_q(room_id)}/{_q(join_id)}", event)
     if code != 200:
         raise RuntimeError(f"send_join: {code} {answer}")
-    ids = [event_id]
-    for pdu in answer.get("state", []) + answer.get("auth_chain", []):
-        ids.append(compute_event_id(room_version, pdu))
-    return sorted(set(ids))
+    ids = {join_id}
+    auth = [join_id]
+    for pdu in answer.get("state", []):
+        pdu_id = compute_event_id(room_version, pdu)
+        ids.add(pdu_id)
+        if (pdu["type"], pdu.get("state_key")) in (
+            ("m.room.create", ""),
+            ("m.room.power_levels", ""),
+        ):
+            auth.append(pdu_id)
+    ids.update(compute_event_id(room_version, pdu) for pdu in answer.get("auth_chain", []))
+    return {
+        "room_version": room_version.identifier,
+        "join_id": join_id,
+        "event_ids": sorted(ids),
+        "auth_event_ids": auth,
+        "depth": event["depth"],
+    }
 
 
 def make_world(client_base: str, fed: Federation, origin: Origin, server_name: str) -> dict:
@@ -226,13 +242,14 @@ def make_world(client_base: str, fed: Federation, origin: Origin, server_name: s
     )
     assert code == 200, made
     origin_user = f"@fuzzer:{origin.name}"
-    event_ids = join_origin_user(fed, origin, room_id, origin_user)
-    event_ids.append(sent["event_id"])
+    joined = join_origin_user(fed, origin, room_id, origin_user)
+    event_ids = joined["event_ids"] + [sent["event_id"]]
     users = [alice["user_id"], origin_user]
     return {
         "room_id": room_id,
         "message_id": sent["event_id"],
         "origin_user": origin_user,
+        "joined": joined,
         "dictionaries": {
             "roomId": [room_id, private["room_id"]],
             "eventId": sorted(set(event_ids)),
@@ -347,6 +364,7 @@ def main() -> int:
             "FUZZ_SIGNING_KEY": origin.key_line,
             "FUZZ_ROOM_ID": world["room_id"],
             "FUZZ_ORIGIN_USER": world["origin_user"],
+            "FUZZ_PDU_TEMPLATE": json.dumps(world["joined"]),
         }
         common = {"workers": args.workers, "phases": args.phases, "seed": args.seed}
         result, ndjson = run_schemathesis(

@@ -12,13 +12,19 @@ the destination come from the environment:
 - ``FUZZ_SIGNATURE``: ``good`` (default) or ``bad`` (signed with another key
   under the same key ID: every authenticated endpoint must refuse it);
 - ``FUZZ_ROOM_ID``, ``FUZZ_ORIGIN_USER``: the seeded room the origin's user
-  is joined to.
+  is joined to; ``FUZZ_PDU_TEMPLATE``: JSON with that room's version, the
+  join's event ID and depth, and the auth events of the origin user's events.
 
 Before signing, generated bodies are steered towards what Atrium would act on,
 half of the time: a transaction's ``origin`` is the signing server, and PDUs
 (in /send, /invite, /send_join, /send_leave) are about the seeded room and sent
 by the origin's user. Otherwise almost every generated transaction stops at
 "origin does not match the signing server" and no PDU gets past its room.
+Half of the steered PDUs in /send are then completed (generated type, content
+and state_key kept; prev_events the origin's join, real auth events), hashed
+and signed by the origin, so they pass the signature checks and reach event
+authorisation, state resolution and persistence. The origin's own membership
+is never changed that way, so it stays in the room for the whole run.
 
 Signing happens as a `requests` auth callable, on the prepared request: the
 body and the query string are final there (schemathesis serialises them after
@@ -69,9 +75,12 @@ class XMatrixAuth(requests.auth.AuthBase):
         body = request.body
         if body:
             try:
-                signed["content"] = json.loads(body)
+                content = json.loads(body)
             except (ValueError, UnicodeDecodeError):
-                pass  # not JSON: the server refuses it before looking at signatures
+                content = None  # not JSON: refused before signatures are looked at
+            # As every server does it: a JSON `null` body is no content.
+            if content is not None:
+                signed["content"] = content
         signedjson.sign.sign_json(signed, self.origin, self.signer)
         key_id = f"{self.key.alg}:{self.key.version}"
         sig = signed["signatures"][self.origin][key_id]
@@ -87,11 +96,46 @@ _RANDOM = random.Random(0)
 _PDU_PATHS = ("/send_join/", "/send_leave/", "/invite/")
 
 
-def _steer_pdu(pdu: Any) -> None:
+def _steer_pdu(pdu: Any) -> bool:
     if not isinstance(pdu, dict) or _RANDOM.random() < 0.5:
-        return
+        return False
     pdu["room_id"] = os.environ.get("FUZZ_ROOM_ID", pdu.get("room_id"))
     pdu["sender"] = os.environ.get("FUZZ_ORIGIN_USER", pdu.get("sender"))
+    return True
+
+
+def _signed_pdu(pdu: dict[str, Any]) -> dict[str, Any]:
+    """``pdu`` made into an event of the origin's user in the seeded room,
+    hashed and signed by the origin."""
+    from atrium.crypto.event_signing import add_hashes_and_signatures
+    from atrium.events.room_versions import get_room_version
+
+    template = json.loads(os.environ["FUZZ_PDU_TEMPLATE"])
+    room_version = get_room_version(template["room_version"])
+    user = os.environ["FUZZ_ORIGIN_USER"]
+    event: dict[str, Any] = {
+        "type": pdu["type"] if isinstance(pdu.get("type"), str) else "m.room.message",
+        "content": pdu["content"] if isinstance(pdu.get("content"), dict) else {},
+        "room_id": os.environ["FUZZ_ROOM_ID"],
+        "sender": user,
+        "origin_server_ts": pdu.get("origin_server_ts", 0),
+        "depth": template["depth"] + 1,
+        "prev_events": [template["join_id"]],
+        "auth_events": list(template["auth_event_ids"]),
+    }
+    if "state_key" in pdu:
+        event["state_key"] = pdu["state_key"]
+    if event["type"] == "m.room.member" and event.get("state_key") == user:
+        event["type"] = "org.example.fuzz.member"
+    if not isinstance(event["origin_server_ts"], int):
+        event["origin_server_ts"] = 0
+    try:
+        add_hashes_and_signatures(
+            room_version, event, os.environ["FUZZ_ORIGIN"], _AUTH.key if _AUTH else None
+        )
+    except Exception:
+        return pdu  # not canonical JSON (floats, huge ints...): sent as generated
+    return event
 
 
 def steer(case: Any) -> None:
@@ -105,8 +149,9 @@ def steer(case: Any) -> None:
             body["origin"] = os.environ["FUZZ_ORIGIN"]
         pdus = body.get("pdus")
         if isinstance(pdus, list):
-            for pdu in pdus:
-                _steer_pdu(pdu)
+            for i, pdu in enumerate(pdus):
+                if _steer_pdu(pdu) and _RANDOM.random() < 0.5:
+                    pdus[i] = _signed_pdu(pdu)
     elif any(p in path for p in _PDU_PATHS):
         # v2 invite wraps the event in {"event": ...}; send_join/leave send it bare.
         _steer_pdu(body.get("event") if "/invite/" in path else body)
@@ -122,5 +167,5 @@ def before_call(context: Any, case: Any, kwargs: dict[str, Any]) -> None:
             _load_key(os.environ["FUZZ_SIGNING_KEY"]),
             os.environ.get("FUZZ_SIGNATURE", "good") == "bad",
         )
-    steer(case)
     kwargs["auth"] = _AUTH
+    steer(case)
