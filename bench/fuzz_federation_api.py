@@ -247,6 +247,7 @@ def make_world(client_base: str, fed: Federation, origin: Origin, server_name: s
     users = [alice["user_id"], origin_user]
     return {
         "room_id": room_id,
+        "local_user": alice["user_id"],
         "message_id": sent["event_id"],
         "origin_user": origin_user,
         "joined": joined,
@@ -364,6 +365,7 @@ def main() -> int:
             "FUZZ_SIGNING_KEY": origin.key_line,
             "FUZZ_ROOM_ID": world["room_id"],
             "FUZZ_ORIGIN_USER": world["origin_user"],
+            "FUZZ_LOCAL_USER": world["local_user"],
             "FUZZ_PDU_TEMPLATE": json.dumps(world["joined"]),
         }
         common = {"workers": args.workers, "phases": args.phases, "seed": args.seed}

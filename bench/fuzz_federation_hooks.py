@@ -25,6 +25,10 @@ and state_key kept; prev_events the origin's join, real auth events), hashed
 and signed by the origin, so they pass the signature checks and reach event
 authorisation, state resolution and persistence. The origin's own membership
 is never changed that way, so it stays in the room for the whole run.
+EDUs get the same treatment: half of them become one of the EDU types Atrium
+handles, about the origin's user and the seeded room, with each field either
+taken from the generated content or an awkward value (negative, above 2**63,
+empty, NUL characters, wrong type).
 
 Signing happens as a `requests` auth callable, on the prepared request: the
 body and the query string are final there (schemathesis serialises them after
@@ -81,7 +85,13 @@ class XMatrixAuth(requests.auth.AuthBase):
             # As every server does it: a JSON `null` body is no content.
             if content is not None:
                 signed["content"] = content
-        signedjson.sign.sign_json(signed, self.origin, self.signer)
+        try:
+            signedjson.sign.sign_json(signed, self.origin, self.signer)
+        except UnicodeError:
+            # A lone surrogate (\ud800) has no UTF-8 form, so no canonical
+            # JSON: sign without the content; the server must refuse it, not fail.
+            signed.pop("content")
+            signedjson.sign.sign_json(signed, self.origin, self.signer)
         key_id = f"{self.key.alg}:{self.key.version}"
         sig = signed["signatures"][self.origin][key_id]
         request.headers["Authorization"] = (
@@ -138,6 +148,88 @@ def _signed_pdu(pdu: dict[str, Any]) -> dict[str, Any]:
     return event
 
 
+_AWKWARD: list[Any] = [
+    0,
+    -1,
+    2**63,
+    10**30,
+    1.5,
+    True,
+    None,
+    "",
+    "\u0000",
+    "x\u0000y",
+    "\ud800",
+    [],
+    {},
+    "é" * 300,
+]
+
+
+def _value(generated: dict[str, Any], key: str, default: Any) -> Any:
+    """A field of a steered EDU: generated, awkward, or a plausible default."""
+    roll = _RANDOM.random()
+    if roll < 0.3 and key in generated:
+        return generated[key]
+    if roll < 0.6:
+        return _RANDOM.choice(_AWKWARD)
+    return default
+
+
+def _steered_edu(edu: dict[str, Any]) -> dict[str, Any]:
+    user, room = os.environ["FUZZ_ORIGIN_USER"], os.environ["FUZZ_ROOM_ID"]
+    template = json.loads(os.environ["FUZZ_PDU_TEMPLATE"])
+    gen = edu.get("content") if isinstance(edu.get("content"), dict) else {}
+    kind = _RANDOM.choice(
+        [
+            "m.typing",
+            "m.receipt",
+            "m.presence",
+            "m.direct_to_device",
+            "m.device_list_update",
+            "m.signing_key_update",
+        ]
+    )
+    if kind == "m.typing":
+        content: Any = {"user_id": user, "room_id": room, "typing": _value(gen, "typing", True)}
+    elif kind == "m.receipt":
+        receipt = {
+            "event_ids": [_value(gen, "event_id", template["join_id"])],
+            "data": {"ts": _value(gen, "ts", 1), "thread_id": _value(gen, "thread_id", "main")},
+        }
+        content = {room: {"m.read": {user: receipt}}}
+    elif kind == "m.presence":
+        update = {
+            "user_id": user,
+            "presence": _RANDOM.choice(["online", "offline", "unavailable"]),
+            "status_msg": _value(gen, "status_msg", "fuzzing"),
+            "last_active_ago": _value(gen, "last_active_ago", 5),
+            "currently_active": _value(gen, "currently_active", True),
+        }
+        content = {"push": [update]}
+    elif kind == "m.direct_to_device":
+        content = {
+            "sender": user,
+            "type": _value(gen, "type", "org.example.fuzz"),
+            "message_id": _value(gen, "message_id", "m1"),
+            "messages": _value(
+                gen, "messages", {os.environ.get("FUZZ_LOCAL_USER", ""): {"*": gen}}
+            ),
+        }
+    elif kind == "m.device_list_update":
+        content = {
+            "user_id": user,
+            "device_id": _value(gen, "device_id", "FUZZDEVICE"),
+            "stream_id": _value(gen, "stream_id", 1),
+            "prev_id": _value(gen, "prev_id", []),
+            "deleted": _value(gen, "deleted", False),
+            "keys": _value(gen, "keys", {}),
+        }
+    else:
+        content = {"user_id": user, "master_key": _value(gen, "master_key", {})}
+    return {"edu_type": kind, "content": content}
+
+
 def steer(case: Any) -> None:
     """Point some generated bodies at the seeded room and the origin (see above)."""
     body = getattr(case, "body", None)
@@ -152,6 +244,14 @@ def steer(case: Any) -> None:
             for i, pdu in enumerate(pdus):
                 if _steer_pdu(pdu) and _RANDOM.random() < 0.5:
                     pdus[i] = _signed_pdu(pdu)
+        edus = body.get("edus")
+        if isinstance(edus, list):
+            for i, edu in enumerate(edus):
+                if isinstance(edu, dict) and _RANDOM.random() < 0.5:
+                    edus[i] = _steered_edu(edu)
+            # Generated transactions mostly carry no EDUs at all.
+            if _RANDOM.random() < 0.5:
+                edus.extend(_steered_edu({}) for _ in range(_RANDOM.randint(1, 3)))
     elif any(p in path for p in _PDU_PATHS):
         # v2 invite wraps the event in {"event": ...}; send_join/leave send it bare.
         _steer_pdu(body.get("event") if "/invite/" in path else body)
