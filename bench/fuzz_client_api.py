@@ -53,6 +53,7 @@ from fuzz_common import (
     register,
     report_failures,
     run_schemathesis,
+    seed_public_room,
     start_server,
     stop_server,
     summary_line,
@@ -79,22 +80,9 @@ def make_world(base: str) -> dict[str, Any]:
     main = register(base, "fuzzer")
     friend = register(base, "friend")
     token = main["access_token"]
-    code, room = call(
-        base, "POST", f"{V3}/createRoom", {"preset": "public_chat", "name": "fuzz"}, token
-    )
-    assert code == 200, room
-    room_id = room["room_id"]
+    room = seed_public_room(base, token, SERVER_NAME)
+    room_id, alias = room["room_id"], room["alias"]
     call(base, "POST", f"{V3}/rooms/{quote(room_id, safe='')}/join", {}, friend["access_token"])
-    code, sent = call(
-        base,
-        "PUT",
-        f"{V3}/rooms/{quote(room_id, safe='')}/send/m.room.message/setup1",
-        {"msgtype": "m.text", "body": "hello"},
-        token,
-    )
-    assert code == 200, sent
-    alias = f"#fuzz:{SERVER_NAME}"
-    call(base, "PUT", f"{V3}/directory/room/{quote(alias, safe='')}", {"room_id": room_id}, token)
     code, made = call(
         base, "POST", f"{V3}/user/{quote(main['user_id'], safe='')}/filter", {"room": {}}, token
     )
@@ -112,7 +100,7 @@ def make_world(base: str) -> dict[str, Any]:
             "roomIdOrAlias": [room_id, alias],
             "roomAlias": [alias],
             "userId": [main["user_id"], friend["user_id"]],
-            "eventId": [sent["event_id"]],
+            "eventId": [room["message_id"]],
             "deviceId": [main["device_id"]],
             "filterId": [made["filter_id"]],
             "eventType": ["m.room.message", "m.room.topic", "m.room.name", "org.example.fuzz"],

@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import yaml
 
@@ -145,6 +146,33 @@ def register(base: str, name: str) -> dict[str, str]:
     if code != 200:
         raise RuntimeError(f"register {name}: {code} {data}")
     return data
+
+
+def seed_public_room(base: str, token: str, server_name: str) -> dict[str, str]:
+    """A public room made through the client API, with a message and the
+    alias ``#fuzz:<server_name>``: its room_id, message_id and alias."""
+    v3 = "/_matrix/client/v3"
+    code, room = call(
+        base, "POST", f"{v3}/createRoom", {"preset": "public_chat", "name": "fuzz"}, token
+    )
+    if code != 200:
+        raise RuntimeError(f"createRoom: {code} {room}")
+    room_id = quote(room["room_id"], safe="")
+    code, sent = call(
+        base,
+        "PUT",
+        f"{v3}/rooms/{room_id}/send/m.room.message/setup1",
+        {"msgtype": "m.text", "body": "hello"},
+        token,
+    )
+    if code != 200:
+        raise RuntimeError(f"send: {code} {sent}")
+    alias = f"#fuzz:{server_name}"
+    body = {"room_id": room["room_id"]}
+    code, made = call(base, "PUT", f"{v3}/directory/room/{quote(alias, safe='')}", body, token)
+    if code != 200:
+        raise RuntimeError(f"alias: {code} {made}")
+    return {"room_id": room["room_id"], "message_id": sent["event_id"], "alias": alias}
 
 
 def _fill_probe_path(path: str) -> str:

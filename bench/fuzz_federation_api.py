@@ -70,6 +70,7 @@ from fuzz_common import (
     register,
     report_failures,
     run_schemathesis,
+    seed_public_room,
     start_server,
     stop_server,
     summary_line,
@@ -217,38 +218,18 @@ def make_world(client_base: str, fed: Federation, origin: Origin, server_name: s
     real values for path and query parameters."""
     alice = register(client_base, "alice")
     token = alice["access_token"]
-    code, room = call(
-        client_base,
-        "POST",
-        f"{V3}/createRoom",
-        {"preset": "public_chat", "name": "fuzz", "topic": "federation fuzzing"},
-        token,
-    )
-    assert code == 200, room
-    room_id = room["room_id"]
+    room = seed_public_room(client_base, token, server_name)
+    room_id, alias = room["room_id"], room["alias"]
     code, private = call(client_base, "POST", f"{V3}/createRoom", {"preset": "private_chat"}, token)
     assert code == 200, private
-    code, sent = call(
-        client_base,
-        "PUT",
-        f"{V3}/rooms/{_q(room_id)}/send/m.room.message/setup1",
-        {"msgtype": "m.text", "body": "hello"},
-        token,
-    )
-    assert code == 200, sent
-    alias = f"#fuzz:{server_name}"
-    code, made = call(
-        client_base, "PUT", f"{V3}/directory/room/{_q(alias)}", {"room_id": room_id}, token
-    )
-    assert code == 200, made
     origin_user = f"@fuzzer:{origin.name}"
     joined = join_origin_user(fed, origin, room_id, origin_user)
-    event_ids = joined["event_ids"] + [sent["event_id"]]
+    event_ids = joined["event_ids"] + [room["message_id"]]
     users = [alice["user_id"], origin_user]
     return {
         "room_id": room_id,
         "local_user": alice["user_id"],
-        "message_id": sent["event_id"],
+        "message_id": room["message_id"],
         "origin_user": origin_user,
         "joined": joined,
         "dictionaries": {
