@@ -18,6 +18,7 @@ from typing import Any
 from twisted.web.server import Request
 
 import atrium
+from atrium.api.client.room_read import check_no_nul
 from atrium.api.federation.signed import FEDERATION_V1, FEDERATION_V2, signed
 from atrium.errors import BadJson, MissingParam
 from atrium.http.request import query_int, query_string, query_strings
@@ -111,6 +112,8 @@ def register_servlets(hs: Any, router: Router) -> None:
         for name, value in (("earliest_events", earliest), ("latest_events", latest)):
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise BadJson(f"'{name}' must be a list of event IDs")
+            # They are looked up in the events table: PostgreSQL refuses NUL.
+            check_no_nul(*value)
         limit, min_depth = body.get("limit", 10), body.get("min_depth", 0)
         if not isinstance(limit, int) or not isinstance(min_depth, int):
             raise BadJson("'limit' and 'min_depth' must be integers")
