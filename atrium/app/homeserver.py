@@ -39,6 +39,7 @@ from atrium.handlers.room_creation import RoomCreationHandler
 from atrium.handlers.room_keys import RoomKeysHandler
 from atrium.handlers.room_read import RoomReadHandler
 from atrium.handlers.to_device import ToDeviceHandler
+from atrium.handlers.voip import TurnHandler
 from atrium.http.server import JsonResource, Router
 from atrium.http.site import AtriumSite
 from atrium.replication.handler import ReplicationDataHandler
@@ -476,6 +477,15 @@ class HomeServer:
         self.auth.on_new_device = self.devices.notify_device_added
         self.e2e_keys = E2eKeysHandler(self.e2e_keys_store, self.devices, self.clock, self.is_mine)
         self.room_keys = RoomKeysHandler(self.room_keys_store)
+        config = self.config
+        self.turn = TurnHandler(
+            self.clock,
+            config.turn_uris,
+            config.turn_shared_secret,
+            config.turn_username,
+            config.turn_password,
+            config.turn_user_lifetime_seconds,
+        )
         self.cross_signing = CrossSigningHandler(
             self.e2e_keys_store, self.accounts, self.devices, self.uia, self.clock, self.is_mine
         )

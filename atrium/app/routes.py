@@ -101,11 +101,12 @@ def register_servlets(hs: Any, router: Router, *, federation: bool) -> None:
         room_read,
         room_write,
         sync,
+        voip,
     )
 
     modules: list[Any] = [admin, meta, account, room_write, keys, sync, filter, room_read]
     modules += [directory, ephemeral, account_data, push_rules, presence, profile, health]
-    modules += [room_keys]
+    modules += [room_keys, voip]
     if federation:
         from atrium.api.federation import keys as federation_keys
         from atrium.api.federation import transport as federation_transport
