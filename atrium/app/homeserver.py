@@ -32,6 +32,7 @@ from atrium.handlers.event_writer import (
 )
 from atrium.handlers.membership import RoomMemberHandler
 from atrium.handlers.pagination import PaginationHandler
+from atrium.handlers.pushers import PushersHandler
 from atrium.handlers.redaction import RedactionHandler
 from atrium.handlers.registration import InteractiveAuth, RegistrationHandler
 from atrium.handlers.room_access import RoomAccessChecker
@@ -57,6 +58,7 @@ from atrium.storage.stores.device_lists import DeviceListStore
 from atrium.storage.stores.directory import DirectoryStore
 from atrium.storage.stores.e2e_keys import E2eKeysStore
 from atrium.storage.stores.pagination import PaginationStore
+from atrium.storage.stores.pushers import PusherStore
 from atrium.storage.stores.room_keys import RoomKeysStore
 from atrium.storage.stores.to_device import ToDeviceStore
 from atrium.sync.e2ee import DeviceListsSection, KeyCountsSection, ToDeviceSection
@@ -477,6 +479,7 @@ class HomeServer:
         self.auth.on_new_device = self.devices.notify_device_added
         self.e2e_keys = E2eKeysHandler(self.e2e_keys_store, self.devices, self.clock, self.is_mine)
         self.room_keys = RoomKeysHandler(self.room_keys_store)
+        self.pushers = PushersHandler(PusherStore(self.db), self.clock)
         config = self.config
         self.turn = TurnHandler(
             self.clock,

@@ -10,7 +10,7 @@ Events go to their room's events writer from any process (send_events
 replication endpoint), so "client_write" can be served anywhere. So can
 writes of plain tables that no stream follows and whose ids the database
 allocates in the writing transaction (server-side key backups: versions
-are MAX + 1, a key's replacement rule is one upsert): they are
+are MAX + 1, a key's replacement rule is one upsert; pushers): they are
 "client_write" too, and their reads, which only read the database,
 "client_read". Typing,
 receipts, account data, push rules, presence, profiles, keys, to-device and
@@ -30,7 +30,7 @@ ROUTE_GROUPS: dict[str, str] = {
     "client_read": "client-server reads: room state, members, messages, profiles, versions",
     "client_write": (
         "client-server writes any process can make: events (send, state, membership,"
-        " redactions, rooms) and plain tables without a stream (key backups)"
+        " redactions, rooms) and plain tables without a stream (key backups, pushers)"
     ),
     "client_master": (
         "non-event client writes whose streams the master writes: typing, receipts,"
@@ -97,16 +97,18 @@ def register_servlets(hs: Any, router: Router, *, federation: bool) -> None:
         presence,
         profile,
         push_rules,
+        pushers,
         room_keys,
         room_read,
         room_write,
         sync,
+        threepid,
         voip,
     )
 
     modules: list[Any] = [admin, meta, account, room_write, keys, sync, filter, room_read]
     modules += [directory, ephemeral, account_data, push_rules, presence, profile, health]
-    modules += [room_keys, voip]
+    modules += [room_keys, voip, pushers, threepid]
     if federation:
         from atrium.api.federation import keys as federation_keys
         from atrium.api.federation import transport as federation_transport
