@@ -127,6 +127,13 @@ def version_json(info: BackupVersion) -> dict[str, Any]:
     }
 
 
+def _found(value: Any) -> Any:
+    """``value``, unless None (an unknown, deleted or unparseable version): 404."""
+    if value is None:
+        raise NotFound("Unknown backup version")
+    return value
+
+
 def _update_json(result: tuple[int, int]) -> dict[str, Any]:
     etag, count = result
     return {"etag": str(etag), "count": count}
@@ -150,11 +157,8 @@ class RoomKeysHandler:
             if info is None:
                 raise NotFound("No current backup version")
             return version_json(info)
-        number = parse_version(version)
-        info = None if number is None else await self.store.get_version(user_id, number)
-        if info is None:
-            raise NotFound("Unknown backup version")
-        return version_json(info)
+        number = _found(parse_version(version))
+        return version_json(_found(await self.store.get_version(user_id, number)))
 
     async def update_version(
         self, user_id: str, version: str, body: Mapping[str, Any]
@@ -163,21 +167,18 @@ class RoomKeysHandler:
         algorithm, auth_data = _parse_backup_body(body)
         if "version" in body and body["version"] != version:
             raise InvalidParam("'version' in the body does not match the path")
-        number = parse_version(version)
-        info = None if number is None else await self.store.get_version(user_id, number)
-        if info is None:
-            raise NotFound("Unknown backup version")
+        number = _found(parse_version(version))
+        info = _found(await self.store.get_version(user_id, number))
         if algorithm != info.algorithm:
             raise InvalidParam("Algorithm does not match")
-        if not await self.store.update_auth_data(user_id, info.version, auth_data):
-            raise NotFound("Unknown backup version")  # deleted meanwhile
+        # False: deleted meanwhile.
+        _found(await self.store.update_auth_data(user_id, info.version, auth_data) or None)
         return {}
 
     async def delete_version(self, user_id: str, version: str) -> dict[str, Any]:
         """DELETE /room_keys/version/{version}; deleting twice succeeds."""
-        number = parse_version(version)
-        if number is None or not await self.store.delete_version(user_id, number):
-            raise NotFound("Unknown backup version")
+        number = _found(parse_version(version))
+        _found(await self.store.delete_version(user_id, number) or None)
         return {}
 
     # -- keys ----------------------------------------------------------------------------
@@ -188,11 +189,8 @@ class RoomKeysHandler:
             raise NotFound("No current backup version")
         if parse_version(version) != current.version:
             raise WrongRoomKeysVersion(current.version)
-        result = await self.store.put_keys(user_id, current.version, keys)
-        if result is None:
-            # Deleted between the two reads.
-            raise NotFound("Unknown backup version")
-        return _update_json(result)
+        # None: deleted between the two reads.
+        return _update_json(_found(await self.store.put_keys(user_id, current.version, keys)))
 
     async def get_keys(
         self,
@@ -202,7 +200,8 @@ class RoomKeysHandler:
         session_id: str | None = None,
     ) -> dict[str, Any]:
         """GET /room_keys/keys[/{roomId}[/{sessionId}]]."""
-        keys = await self._get_keys(user_id, version, room_id, session_id)
+        number = _found(parse_version(version))
+        keys = _found(await self.store.get_keys(user_id, number, room_id, session_id))
         if session_id is not None:
             if not keys:
                 raise NotFound("No backed-up key for this session")
@@ -214,19 +213,6 @@ class RoomKeysHandler:
             rooms.setdefault(k.room_id, {"sessions": {}})["sessions"][k.session_id] = k.to_json()
         return {"rooms": rooms}
 
-    async def _get_keys(
-        self, user_id: str, version: str, room_id: str | None, session_id: str | None
-    ) -> list[RoomKey]:
-        number = parse_version(version)
-        keys = (
-            None
-            if number is None
-            else await self.store.get_keys(user_id, number, room_id, session_id)
-        )
-        if keys is None:
-            raise NotFound("Unknown backup version")
-        return keys
-
     async def delete_keys(
         self,
         user_id: str,
@@ -235,12 +221,7 @@ class RoomKeysHandler:
         session_id: str | None = None,
     ) -> dict[str, Any]:
         """DELETE /room_keys/keys[/{roomId}[/{sessionId}]]."""
-        number = parse_version(version)
-        result = (
-            None
-            if number is None
-            else await self.store.delete_keys(user_id, number, room_id, session_id)
+        number = _found(parse_version(version))
+        return _update_json(
+            _found(await self.store.delete_keys(user_id, number, room_id, session_id))
         )
-        if result is None:
-            raise NotFound("Unknown backup version")
-        return _update_json(result)
