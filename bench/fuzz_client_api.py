@@ -87,6 +87,24 @@ def make_world(base: str) -> dict[str, Any]:
         base, "POST", f"{V3}/user/{quote(main['user_id'], safe='')}/filter", {"room": {}}, token
     )
     assert code == 200, made
+    # A key backup with one key, so /room_keys operations meet a real version.
+    code, backup = call(
+        base,
+        "POST",
+        f"{V3}/room_keys/version",
+        {"algorithm": "m.megolm_backup.v1.curve25519-aes-sha2", "auth_data": {"public_key": "k"}},
+        token,
+    )
+    assert code == 200, backup
+    key_data = {
+        "first_message_index": 0,
+        "forwarded_count": 0,
+        "is_verified": False,
+        "session_data": {"ciphertext": "c", "ephemeral": "e", "mac": "m"},
+    }
+    session_path = f"{V3}/room_keys/keys/{quote(room_id, safe='')}/fuzzsession"
+    code, stored = call(base, "PUT", f"{session_path}?version={backup['version']}", key_data, token)
+    assert code == 200, stored
     spares = {}
     for role in SPARE_PATHS:
         spare = register(base, f"spare-{role.replace('_', '-')}")
@@ -112,6 +130,8 @@ def make_world(base: str) -> dict[str, Any]:
             "keyName": ["displayname", "avatar_url"],
             "type": ["org.example.fuzz", "m.direct"],
             "tag": ["u.work", "m.favourite"],
+            "version": [backup["version"]],
+            "sessionId": ["fuzzsession"],
         },
     }
 
@@ -123,6 +143,9 @@ def write_config(path: Path, world: dict[str, Any], token: str) -> None:
     parameters = {f"path.{name}": (name, 0.75) for name in world["dictionaries"]}
     # /sync holds a long-poll for `timeout` ms (up to 10 minutes): keep it short.
     parameters["query.timeout"] = ("timeout", 1.0)
+    if "version" in dictionaries:
+        # Key backup versions (/room_keys): the world's real one, mostly.
+        parameters["query.version"] = ("version", 0.75)
     lines += dictionary_config(dictionaries, parameters)
     for role, paths in SPARE_PATHS.items():
         for p in paths:
@@ -148,6 +171,11 @@ def main() -> int:
     parser.add_argument("--phases", default="examples,coverage,fuzzing")
     parser.add_argument("--database-url", default=None)
     parser.add_argument("--keep", action="store_true", help="keep the data dir and reports")
+    parser.add_argument(
+        "--include",
+        default=None,
+        help="only operations whose path matches this regex (e.g. 'room_keys|pushers')",
+    )
     args = parser.parse_args()
 
     spec = json.loads(Path(args.spec).read_text())
@@ -161,7 +189,7 @@ def main() -> int:
     started = time.monotonic()
     try:
         world = make_world(base)
-        ops = implemented_operations(base, spec, CLIENT_PREFIXES)
+        ops = implemented_operations(base, spec, CLIENT_PREFIXES, args.include)
         spec_path = work / "spec.json"
         spec_path.write_text(json.dumps(filtered_spec(spec, ops, base)))
         config_path = work / "schemathesis.toml"

@@ -188,8 +188,7 @@ async def bench_initial_sync(client: Client, rooms: int, runs: int = 3) -> dict[
     first, joined = await timed(None)
     repeats = [(await timed(None))[0] for _ in range(runs)]
     distinct = [
-        (await timed(json.dumps({"room": {"timeline": {"limit": 10 + i}}})))[0]
-        for i in range(runs)
+        (await timed(json.dumps({"room": {"timeline": {"limit": 10 + i}}})))[0] for i in range(runs)
     ]
     return {
         "rooms": joined,

@@ -32,12 +32,15 @@ from atrium.handlers.event_writer import (
 )
 from atrium.handlers.membership import RoomMemberHandler
 from atrium.handlers.pagination import PaginationHandler
+from atrium.handlers.pushers import PushersHandler
 from atrium.handlers.redaction import RedactionHandler
 from atrium.handlers.registration import InteractiveAuth, RegistrationHandler
 from atrium.handlers.room_access import RoomAccessChecker
 from atrium.handlers.room_creation import RoomCreationHandler
+from atrium.handlers.room_keys import RoomKeysHandler
 from atrium.handlers.room_read import RoomReadHandler
 from atrium.handlers.to_device import ToDeviceHandler
+from atrium.handlers.voip import TurnHandler
 from atrium.http.server import JsonResource, Router
 from atrium.http.site import AtriumSite
 from atrium.replication.handler import ReplicationDataHandler
@@ -55,6 +58,8 @@ from atrium.storage.stores.device_lists import DeviceListStore
 from atrium.storage.stores.directory import DirectoryStore
 from atrium.storage.stores.e2e_keys import E2eKeysStore
 from atrium.storage.stores.pagination import PaginationStore
+from atrium.storage.stores.pushers import PusherStore
+from atrium.storage.stores.room_keys import RoomKeysStore
 from atrium.storage.stores.to_device import ToDeviceStore
 from atrium.sync.e2ee import DeviceListsSection, KeyCountsSection, ToDeviceSection
 from atrium.sync.notifier import Notifier
@@ -136,6 +141,7 @@ class HomeServer:
         # (the two stream stores' id generators are only valid on the
         # to_device / device_lists writer, the master for now).
         self.e2e_keys_store = E2eKeysStore(self.db)
+        self.room_keys_store = RoomKeysStore(self.db)
         self.to_device_store = await ToDeviceStore.create(self.db)
         self.device_lists_store = await DeviceListStore.create(self.db)
         # -- room reads and directory: timeline pagination queries (wt/reads) --
@@ -474,6 +480,17 @@ class HomeServer:
         # Login and registration create devices through AuthHandler.login.
         self.auth.on_new_device = self.devices.notify_device_added
         self.e2e_keys = E2eKeysHandler(self.e2e_keys_store, self.devices, self.clock, self.is_mine)
+        self.room_keys = RoomKeysHandler(self.room_keys_store)
+        self.pushers = PushersHandler(PusherStore(self.db), self.clock)
+        config = self.config
+        self.turn = TurnHandler(
+            self.clock,
+            config.turn_uris,
+            config.turn_shared_secret,
+            config.turn_username,
+            config.turn_password,
+            config.turn_user_lifetime_seconds,
+        )
         self.cross_signing = CrossSigningHandler(
             self.e2e_keys_store, self.accounts, self.devices, self.uia, self.clock, self.is_mine
         )

@@ -7,7 +7,12 @@ generated from this table, so the two can never disagree.
 Why the groups are cut where they are: a worker may serve a write only if
 the streams that write touches are written by a process it can reach.
 Events go to their room's events writer from any process (send_events
-replication endpoint), so "client_write" can be served anywhere. Typing,
+replication endpoint), so "client_write" can be served anywhere. So can
+writes of plain tables that no stream follows and whose ids the database
+allocates in the writing transaction (server-side key backups: versions
+are MAX + 1, a key's replacement rule is one upsert; pushers): they are
+"client_write" too, and their reads, which only read the database,
+"client_read". Typing,
 receipts, account data, push rules, presence, profiles, keys, to-device and
 filters are streams (or tables with in-process id allocation) written by
 the master alone: their writes are "client_master", served only there.
@@ -23,7 +28,10 @@ from atrium.http.server import Route, Router
 ROUTE_GROUPS: dict[str, str] = {
     "client_account": "registration, login, logout, password and device changes",
     "client_read": "client-server reads: room state, members, messages, profiles, versions",
-    "client_write": "client-server event writes: send, state, membership, redactions, rooms",
+    "client_write": (
+        "client-server writes any process can make: events (send, state, membership,"
+        " redactions, rooms) and plain tables without a stream (key backups, pushers)"
+    ),
     "client_master": (
         "non-event client writes whose streams the master writes: typing, receipts,"
         " read markers, account data, push rules, presence, profile, keys, to-device, filters"
@@ -89,13 +97,18 @@ def register_servlets(hs: Any, router: Router, *, federation: bool) -> None:
         presence,
         profile,
         push_rules,
+        pushers,
+        room_keys,
         room_read,
         room_write,
         sync,
+        threepid,
+        voip,
     )
 
     modules: list[Any] = [admin, meta, account, room_write, keys, sync, filter, room_read]
     modules += [directory, ephemeral, account_data, push_rules, presence, profile, health]
+    modules += [room_keys, voip, pushers, threepid]
     if federation:
         from atrium.api.federation import keys as federation_keys
         from atrium.api.federation import transport as federation_transport

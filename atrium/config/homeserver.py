@@ -76,6 +76,11 @@ class HomeServerConfig:
     enable_registration: bool = False
     registration_shared_secret: str | None = None
     max_request_size: int = 10 * 1024 * 1024
+    turn_uris: tuple[str, ...] = ()
+    turn_shared_secret: str | None = None
+    turn_username: str | None = None
+    turn_password: str | None = None
+    turn_user_lifetime_seconds: int = 3600
     rate_limits_enabled: bool = True
     rate_limit_message: RateLimit = RateLimit(10.0, 50)
     rate_limit_login: RateLimit = RateLimit(0.17, 3)
@@ -117,6 +122,20 @@ class HomeServerConfig:
         listener = self.listeners[0]
         host = listener.bind_addresses[0]
         return f"http://{host}:{listener.port}/"
+
+
+# Durations ("turn_user_lifetime: 1h"): a unit is required. Synapse reads a
+# bare number as milliseconds; guessing would be worse than refusing.
+_DURATION = re.compile(r"^([0-9]+)(ms|s|m|h|d)$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration_seconds(text: str) -> int:
+    """Whole seconds (at least 1) in a duration such as ``1h`` or ``90s``."""
+    match = _DURATION.match(text)
+    if match is None:
+        raise ValueError(f"not a duration: {text!r}")
+    return max(1, int(int(match.group(1)) * _UNIT_SECONDS[match.group(2)]))
 
 
 def _read_yaml(path: str) -> dict[str, Any]:
@@ -223,6 +242,11 @@ def parse_config(
         enable_registration=data.get("enable_registration", False),
         registration_shared_secret=data.get("registration_shared_secret"),
         max_request_size=data.get("max_request_size", 10 * 1024 * 1024),
+        turn_uris=tuple(data.get("turn_uris") or ()),
+        turn_shared_secret=data.get("turn_shared_secret"),
+        turn_username=data.get("turn_username"),
+        turn_password=data.get("turn_password"),
+        turn_user_lifetime_seconds=duration_seconds(data.get("turn_user_lifetime", "1h")),
         rate_limits_enabled=rate_limits.get("enabled", True),
         rate_limit_message=_rate_limit(rate_limits, "message", RateLimit(10.0, 50)),
         rate_limit_login=_rate_limit(rate_limits, "login", RateLimit(0.17, 3)),

@@ -74,6 +74,12 @@ HOMESERVER_SCHEMA: dict[str, Any] = {
         "enable_registration": {"type": "boolean"},
         "registration_shared_secret": {"type": ["string", "null"]},
         "max_request_size": {"type": "integer", "minimum": 1024},
+        # -- VoIP (GET /voip/turnServer): see atrium/handlers/voip.py --
+        "turn_uris": {"type": "array", "items": {"type": "string", "pattern": "^turns?:"}},
+        "turn_shared_secret": {"type": ["string", "null"], "minLength": 1},
+        "turn_username": {"type": ["string", "null"]},
+        "turn_password": {"type": ["string", "null"]},
+        "turn_user_lifetime": {"type": "string", "pattern": "^[0-9]+(ms|s|m|h|d)$"},
         "rate_limits": {
             "type": "object",
             "additionalProperties": False,

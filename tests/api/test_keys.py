@@ -304,13 +304,3 @@ async def test_cross_signing_keys_and_signatures(server):
     carol = await anon.register("carol")
     by_carol = (await carol.post(f"{V3}/keys/query", {"device_keys": {bob.user_id: []}})).json
     assert alice.user_id not in by_carol["master_keys"][bob.user_id].get("signatures", {})
-
-
-@pytest_twisted.ensureDeferred
-async def test_no_key_backup_is_reported_as_not_found(server):
-    """Clients probe for a key backup at start-up and expect M_NOT_FOUND when there is none."""
-    hs, anon = server
-    alice = await anon.register("alice")
-    resp = await alice.get(f"{V3}/room_keys/version")
-    assert (resp.code, resp.json["errcode"]) == (404, "M_NOT_FOUND")
-    assert (await alice.get(f"{V3}/room_keys/version", token=False)).code == 401

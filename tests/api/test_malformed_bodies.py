@@ -89,6 +89,14 @@ SPEC_BODY_KEYS: dict[str, str] = {
     "PUT /pushrules/{}/{}/{}/enabled": "enabled:b",
     "PUT /presence/{}/status": "presence:s status_msg:s",
     "PUT /profile/{}/{}": "displayname:s avatar_url:s",
+    "POST /room_keys/version": "algorithm:s auth_data:o",
+    "PUT /room_keys/version/{}": "algorithm:s auth_data:o version:s",
+    "PUT /room_keys/keys": "rooms:o",
+    "PUT /room_keys/keys/{}": "sessions:o",
+    "PUT /room_keys/keys/{}/{}": "first_message_index:i forwarded_count:i is_verified:b "
+    "session_data:o",
+    "POST /pushers/set": "app_display_name:s app_id:s append:b data:o device_display_name:s "
+    "kind:s lang:s profile_tag:s pushkey:s",
 }
 # Keys that free-form bodies (event content, account data) are read for.
 FREE_FORM = (
@@ -222,6 +230,9 @@ def plausible_params(world: World, route_name: str, counter: Callable[[], int]) 
         "txn_id": f"txn{counter()}",
         "event_type": "m.room.message" if route_name == "send_message" else "m.room.topic",
         "state_key": "",
+        "version": "1",
+        "session_id": "fuzzsession",
+        "protocol": "irc",
         "receipt_type": "m.read",
         "data_type": "org.example.fuzz",
         "tag": "u.work",

@@ -10,7 +10,7 @@ from typing import Any
 
 from twisted.web.server import Request
 
-from atrium.errors import InteractiveAuthIncomplete, NotFound
+from atrium.errors import InteractiveAuthIncomplete
 from atrium.http.request import parse_json_object, query_string
 from atrium.http.server import Router, client_paths
 from atrium.sync.token import StreamToken
@@ -70,16 +70,7 @@ def register_servlets(hs: Any, router: Router) -> None:
         )
         return 200, {}
 
-    async def key_backup_version(request: Request) -> tuple[int, Any]:
-        # Server-side key backups (end_to_end_encryption.md "Server-side key
-        # backups") are not stored yet, so there is never a current version:
-        # M_NOT_FOUND is what clients expect then (an unknown-endpoint error
-        # would make them report a broken backup).
-        await auth.get_requester(request)
-        raise NotFound("No current backup version")
-
     router.register("POST", client_paths("/keys/upload"), upload_keys, group="client_master")
-    router.register("GET", client_paths("/room_keys/version"), key_backup_version, group="keys")
     router.register("POST", client_paths("/keys/query"), query_keys, group="keys")
     router.register("POST", client_paths("/keys/claim"), claim_keys, group="client_master")
     router.register("GET", client_paths("/keys/changes"), key_changes, group="keys")

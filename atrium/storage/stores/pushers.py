@@ -1,0 +1,91 @@
+"""PusherStore: the pushers table (client-server API "Push notifications").
+
+No stream follows pushers and nothing caches them (nothing sends pushes
+yet), so any process may write them.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import attrs
+
+from atrium.storage.database import DatabasePool, Transaction
+
+
+@attrs.frozen
+class Pusher:
+    app_id: str
+    pushkey: str
+    kind: str
+    app_display_name: str
+    device_display_name: str
+    profile_tag: str | None
+    lang: str
+    data: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "app_id": self.app_id,
+            "pushkey": self.pushkey,
+            "kind": self.kind,
+            "app_display_name": self.app_display_name,
+            "device_display_name": self.device_display_name,
+            "lang": self.lang,
+            "data": self.data,
+        }
+        if self.profile_tag is not None:
+            out["profile_tag"] = self.profile_tag
+        return out
+
+
+_COLUMNS = "app_id, pushkey, kind, app_display_name, device_display_name, profile_tag, lang, data"
+
+
+class PusherStore:
+    def __init__(self, db: DatabasePool) -> None:
+        self.db = db
+
+    async def get_pushers(self, user_id: str) -> list[Pusher]:
+        rows = await self.db.execute(
+            "get_pushers",
+            f"SELECT {_COLUMNS} FROM pushers WHERE user_id = ? ORDER BY app_id, pushkey",
+            user_id,
+        )
+        return [Pusher(*r[:7], json.loads(r[7])) for r in rows]
+
+    async def set_pusher(self, user_id: str, pusher: Pusher, append: bool, ts: int) -> None:
+        """Create or replace the user's pusher for (app_id, pushkey); unless
+        ``append``, other users' pushers with the same pair are removed."""
+
+        def txn_fn(txn: Transaction) -> None:
+            if not append:
+                txn.execute(
+                    "DELETE FROM pushers WHERE app_id = ? AND pushkey = ? AND user_id <> ?",
+                    (pusher.app_id, pusher.pushkey, user_id),
+                )
+            txn.upsert(
+                "pushers",
+                {"user_id": user_id, "app_id": pusher.app_id, "pushkey": pusher.pushkey},
+                {
+                    "kind": pusher.kind,
+                    "app_display_name": pusher.app_display_name,
+                    "device_display_name": pusher.device_display_name,
+                    "profile_tag": pusher.profile_tag,
+                    "lang": pusher.lang,
+                    "data": json.dumps(pusher.data),
+                    "ts_added_ms": ts,
+                },
+            )
+
+        await self.db.run_interaction("set_pusher", txn_fn)
+
+    async def delete_pusher(self, user_id: str, app_id: str, pushkey: str) -> None:
+        await self.db.execute(
+            "delete_pusher",
+            "DELETE FROM pushers WHERE user_id = ? AND app_id = ? AND pushkey = ?",
+            user_id,
+            app_id,
+            pushkey,
+        )
