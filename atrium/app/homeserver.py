@@ -345,6 +345,7 @@ class HomeServer:
         from atrium.handlers.typing import TypingHandler
         from atrium.storage.stores.account_data import AccountDataStore
         from atrium.storage.stores.presence import PresenceStore
+        from atrium.storage.stores.event_push_actions import EventPushActionsStore
         from atrium.storage.stores.push_rules import PushRulesStore
         from atrium.storage.stores.receipts import ReceiptsStore
 
@@ -353,6 +354,7 @@ class HomeServer:
         self.receipts_store = await ReceiptsStore.create(self.db)
         self.presence_store = await PresenceStore.create(self.db, self.invalidator)
         self.push_rules_store = PushRulesStore(self.db, self.account_data_store, self.invalidator)
+        self.push_actions_store = EventPushActionsStore(self.db)
         for store in (
             self.account_data_store,
             self.receipts_store,
@@ -379,6 +381,7 @@ class HomeServer:
         from atrium.handlers.push_rules import PushRulesHandler
         from atrium.handlers.receipts import ReceiptsHandler
         from atrium.sync.sections_ephemeral import ReceiptsSection, TypingSection
+        from atrium.sync.sections_unread import UnreadCountsSection
         from atrium.sync.sections_user_data import AccountDataSection, PresenceSection
 
         publish = self.publisher.publish
@@ -404,6 +407,8 @@ class HomeServer:
                 PresenceSection(self.presence_store, self.stores.members, self.clock),
                 TypingSection(self.typing),
                 ReceiptsSection(self.receipts_store),
+                # After every section that may add a joined room's entry.
+                UnreadCountsSection(self.push_actions_store),
             ]
         )
 
@@ -482,6 +487,11 @@ class HomeServer:
         self.e2e_keys = E2eKeysHandler(self.e2e_keys_store, self.devices, self.clock, self.is_mine)
         self.room_keys = RoomKeysHandler(self.room_keys_store)
         self.pushers = PushersHandler(PusherStore(self.db), self.clock)
+        from atrium.handlers.notifications import NotificationsHandler
+
+        self.notifications = NotificationsHandler(
+            self.push_actions_store, self.stores.events, self.clock
+        )
         config = self.config
         self.turn = TurnHandler(
             self.clock,
@@ -503,11 +513,16 @@ class HomeServer:
         writers = self.config.writers_for("events")
         local = None
         if self.instance_name in writers:
+            from atrium.push.bulk import BulkPushRuleEvaluator
+
             persister = build_event_persister(
                 self.stores,
                 clock=self.clock,
                 instance_name=self.instance_name,
                 is_mine=self.is_mine,
+                push_evaluator=BulkPushRuleEvaluator(
+                    self.stores.members, self.stores.events, self.push_rules_store, self.is_mine
+                ),
             )
             local = LocalEventWriter(persister, self.publisher, self.instance_name)
             endpoint = SendEventsEndpoint(local, self.stores.state, self.resolver)
