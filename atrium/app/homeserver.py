@@ -154,6 +154,7 @@ class HomeServer:
         self._build_handlers()
         self._build_sync()
         self._build_user_data_handlers()
+        self._build_pusher_service()
         self._build_user_sync()
         self._add_e2ee_sync_sections()
         self._build_federation()
@@ -412,6 +413,25 @@ class HomeServer:
             ]
         )
 
+    def _build_pusher_service(self) -> None:
+        """HTTP pushers send from one process only: the master (atrium/push/http_pusher.py)."""
+        self.pusher_service = None
+        if self.config.is_worker:
+            return
+        from atrium.push.http_pusher import PusherService
+
+        self.pusher_service = PusherService(
+            pushers=self.pushers.store,
+            actions=self.push_actions_store,
+            events=self.stores.events,
+            members=self.stores.members,
+            clock=self.clock,
+            reactor=self.reactor,
+            events_position=lambda: self.current_token().events.stream,
+        )
+        self.notifier.add_observer(self.pusher_service.on_new_data)
+        self._services.append(self.pusher_service)
+
     # -- who is syncing where (presence): atrium/workers/, atrium/master/ ----------------
     def _build_user_sync(self) -> None:
         """``hs.user_sync`` reports /sync activity; the master tracks it for presence.
@@ -486,7 +506,9 @@ class HomeServer:
         self.auth.on_new_device = self.devices.notify_device_added
         self.e2e_keys = E2eKeysHandler(self.e2e_keys_store, self.devices, self.clock, self.is_mine)
         self.room_keys = RoomKeysHandler(self.room_keys_store)
-        self.pushers = PushersHandler(PusherStore(self.db), self.clock)
+        self.pushers = PushersHandler(
+            PusherStore(self.db), self.clock, lambda: self.current_token().events.max_position
+        )
         from atrium.handlers.notifications import NotificationsHandler
 
         self.notifications = NotificationsHandler(
