@@ -345,8 +345,8 @@ class HomeServer:
         """Stores (and the in-memory typing state) whose positions the streams report."""
         from atrium.handlers.typing import TypingHandler
         from atrium.storage.stores.account_data import AccountDataStore
-        from atrium.storage.stores.presence import PresenceStore
         from atrium.storage.stores.event_push_actions import EventPushActionsStore
+        from atrium.storage.stores.presence import PresenceStore
         from atrium.storage.stores.push_rules import PushRulesStore
         from atrium.storage.stores.receipts import ReceiptsStore
 

@@ -27,10 +27,11 @@ import attrs
 from atrium.events.event import Event
 from atrium.handlers.push_rules import build_ruleset
 from atrium.push.evaluator import (
+    USER_PLACEHOLDER,
     CompiledRule,
     RoomFacts,
     compile_ruleset,
-    evaluate,
+    evaluate_for_users,
     summarize,
     uses_display_name,
 )
@@ -80,7 +81,11 @@ class BulkPushRuleEvaluator:
         self.is_mine = is_mine
         # user -> (the stored rules it was compiled from, compiled rules). The
         # stored object is the cache's: a new object means the rules changed.
+        # Rules are compiled with USER_PLACEHOLDER for the user's ID, and
+        # identical rulesets are one shared object (``_shared``): every user
+        # on the default rules evaluates together.
         self._compiled: dict[str, tuple[UserPushRules, tuple[CompiledRule, ...]]] = {}
+        self._shared: dict[str, tuple[CompiledRule, ...]] = {}
 
     async def actions_for_batch(
         self, items: Sequence[tuple[Event, EventContext]]
@@ -151,24 +156,35 @@ class BulkPushRuleEvaluator:
         self, event: Event, users: list[str], facts: RoomFacts, state: Mapping[Any, str]
     ) -> list[PushAction]:
         stored = await self.push_rules.get_push_rules_for_users(users)
-        compiled: dict[str, tuple[CompiledRule, ...]] = {}
-        need_names: list[str] = []
+        groups: dict[int, tuple[tuple[CompiledRule, ...], list[str]]] = {}
         for user_id in users:
             rules = self._rules_for(user_id, stored[user_id])
-            compiled[user_id] = rules
-            if uses_display_name(rules):
-                need_names.append(user_id)
+            group = groups.get(id(rules))
+            if group is None:
+                groups[id(rules)] = (rules, [user_id])
+            else:
+                group[1].append(user_id)
+        need_names = [
+            u for rules, members in groups.values() if uses_display_name(rules) for u in members
+        ]
         names = await self._display_names(need_names, state) if need_names else {}
         event_dict = event.as_dict_ref()
+        memo: dict[str, bool] = {}
         out: list[PushAction] = []
-        for user_id in users:
-            actions = evaluate(compiled[user_id], event_dict, facts, names.get(user_id))
-            if not actions:
-                continue
-            notify, highlight = summarize(actions)
-            if notify or highlight:
-                text = json.dumps(list(actions), separators=(",", ":"), ensure_ascii=False)
-                out.append(PushAction(user_id, text, notify, highlight))
+        # id(actions) -> (JSON text, notify, highlight); text None: nothing to store.
+        encoded: dict[int, tuple[str | None, bool, bool]] = {}
+        for rules, members in groups.values():
+            results = evaluate_for_users(rules, event_dict, facts, members, names, memo)
+            for user_id, actions in results.items():
+                summary = encoded.get(id(actions))
+                if summary is None:
+                    notify, highlight = summarize(actions)
+                    text = None
+                    if notify or highlight:
+                        text = json.dumps(list(actions), separators=(",", ":"), ensure_ascii=False)
+                    summary = encoded[id(actions)] = (text, notify, highlight)
+                if summary[0] is not None:
+                    out.append(PushAction(user_id, summary[0], summary[1], summary[2]))
         return out
 
     def _rules_for(self, user_id: str, stored: UserPushRules) -> tuple[CompiledRule, ...]:
@@ -177,13 +193,16 @@ class BulkPushRuleEvaluator:
             return entry[1]
         if len(self._compiled) >= _MAX_COMPILED:
             self._compiled.clear()
-        rules = compile_ruleset(build_ruleset(user_id, stored))
+            self._shared.clear()
+        ruleset = build_ruleset(USER_PLACEHOLDER, stored)
+        signature = json.dumps(ruleset, sort_keys=True, default=str)
+        rules = self._shared.get(signature)
+        if rules is None:
+            rules = self._shared[signature] = compile_ruleset(ruleset)
         self._compiled[user_id] = (stored, rules)
         return rules
 
-    async def _display_names(
-        self, user_ids: list[str], state: Mapping[Any, str]
-    ) -> dict[str, str]:
+    async def _display_names(self, user_ids: list[str], state: Mapping[Any, str]) -> dict[str, str]:
         ids = {u: state[(MEMBER, u)] for u in user_ids if (MEMBER, u) in state}
         events = await self.events.get_events(ids.values())
         names: dict[str, str] = {}

@@ -8,8 +8,9 @@ compiles each user's ruleset once (``compile_ruleset``).
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -36,15 +37,37 @@ class RoomFacts:
         return self.user_levels.get(sender, self.users_default) >= needed
 
 
+# Stands for the user whose rules are evaluated (as in the spec's rule
+# definitions): rulesets compiled with it are shared by every user whose
+# rules are the same apart from their own ID.
+USER_PLACEHOLDER = "[the user's Matrix ID]"
+
+
 @attrs.frozen(slots=True)
 class CompiledRule:
     rule_id: str
     conditions: tuple[dict[str, Any], ...]
     actions: tuple[Any, ...]
+    # Per condition: a key that identifies it (its results are shared by
+    # every user within one event), and whether it depends on the user
+    # (names the user placeholder, or their display name).
+    keys: tuple[str, ...] = ()
+    dependent: tuple[bool, ...] = ()
+
+    @classmethod
+    def make(
+        cls, rule_id: str, conditions: tuple[dict[str, Any], ...], actions: tuple[Any, ...]
+    ) -> CompiledRule:
+        keys = tuple(json.dumps(c, sort_keys=True, default=str) for c in conditions)
+        dependent = tuple(
+            c.get("kind") == "contains_display_name" or USER_PLACEHOLDER in c.values()
+            for c in conditions
+        )
+        return cls(rule_id, conditions, actions, keys, dependent)
 
 
 def compile_ruleset(ruleset: Mapping[str, Sequence[Mapping[str, Any]]]) -> tuple[CompiledRule, ...]:
-    """A user's ruleset (``build_ruleset``) as one list in evaluation order,
+    """A ruleset (``build_ruleset``) as one list in evaluation order,
     enabled rules only, content/room/sender rules turned into conditions."""
     out: list[CompiledRule] = []
     for kind in _KIND_ORDER:
@@ -63,7 +86,7 @@ def compile_ruleset(ruleset: Mapping[str, Sequence[Mapping[str, Any]]]) -> tuple
                 conditions = ({"kind": "_room_id", "value": rule_id},)
             else:
                 conditions = ({"kind": "_sender", "value": rule_id},)
-            out.append(CompiledRule(rule_id, conditions, tuple(rule.get("actions") or ())))
+            out.append(CompiledRule.make(rule_id, conditions, tuple(rule.get("actions") or ())))
     return tuple(out)
 
 
@@ -217,6 +240,80 @@ def evaluate(
         if all(condition_matches(c, event, facts, display_name) for c in rule.conditions):
             return rule.actions
     return None
+
+
+def evaluate_for_users(
+    rules: Sequence[CompiledRule],
+    event: Mapping[str, Any],
+    facts: RoomFacts,
+    users: Iterable[str],
+    display_names: Mapping[str, str],
+    memo: dict[str, bool],
+) -> dict[str, tuple[Any, ...]]:
+    """``evaluate`` for many users sharing one ruleset compiled with
+    ``USER_PLACEHOLDER``: user -> actions of their first matching rule.
+
+    A rule's user-independent conditions are evaluated once (and remembered
+    in ``memo`` for the other rulesets of this event); only when they all
+    hold are its user-dependent ones checked per user.
+    """
+    remaining = list(users)
+    out: dict[str, tuple[Any, ...]] = {}
+    for rule in rules:
+        if not remaining:
+            break
+        holds = True
+        for condition, key, dependent in zip(
+            rule.conditions, rule.keys, rule.dependent, strict=True
+        ):
+            if dependent:
+                continue
+            result = memo.get(key)
+            if result is None:
+                result = memo[key] = condition_matches(condition, event, facts, None)
+            if not result:
+                holds = False
+                break
+        if not holds:
+            continue
+        if not any(rule.dependent):
+            for user_id in remaining:
+                out[user_id] = rule.actions
+            remaining = []
+            break
+        still = []
+        for user_id in remaining:
+            if all(
+                _dependent_matches(c, event, facts, user_id, display_names.get(user_id))
+                for c, dep in zip(rule.conditions, rule.dependent, strict=True)
+                if dep
+            ):
+                out[user_id] = rule.actions
+            else:
+                still.append(user_id)
+        remaining = still
+    return out
+
+
+def _dependent_matches(
+    condition: Mapping[str, Any],
+    event: Mapping[str, Any],
+    facts: RoomFacts,
+    user_id: str,
+    display_name: str | None,
+) -> bool:
+    kind = condition.get("kind")
+    if kind == "event_property_contains" and condition.get("value") == USER_PLACEHOLDER:
+        # The default mention rule: no per-user copy of the condition.
+        key = condition.get("key")
+        value = lookup(event, key) if isinstance(key, str) else _MISSING
+        return isinstance(value, list) and user_id in value
+    if kind == "event_match" and condition.get("pattern") == USER_PLACEHOLDER:
+        key = condition.get("key")
+        value = lookup(event, key) if isinstance(key, str) else _MISSING
+        return isinstance(value, str) and value.lower() == user_id.lower()
+    filled = {k: (user_id if v == USER_PLACEHOLDER else v) for k, v in condition.items()}
+    return condition_matches(filled, event, facts, display_name)
 
 
 def summarize(actions: Sequence[Any]) -> tuple[bool, bool]:

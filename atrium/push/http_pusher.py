@@ -95,8 +95,12 @@ class HttpPusher:
                     rejected = await self.service.send(self.stored, push)
                 except _GatewayError as e:
                     if e.retry:
-                        logger.info("push to %s failed (%s): retrying in %.0fs",
-                                    self.stored.pusher.data.get("url"), e, self.backoff)
+                        logger.info(
+                            "push to %s failed (%s): retrying in %.0fs",
+                            self.stored.pusher.data.get("url"),
+                            e,
+                            self.backoff,
+                        )
                         await self.service.clock.sleep(self.backoff)
                         self.backoff = min(self.backoff * 2, RETRY_MAX_S)
                         continue
@@ -107,9 +111,7 @@ class HttpPusher:
                 if rejected:
                     await self.service.remove(self)
                     return
-                await self.service.pushers.set_last_stream_ordering(
-                    *self.key, push.stream_ordering
-                )
+                await self.service.pushers.set_last_stream_ordering(*self.key, push.stream_ordering)
         except Exception:
             logger.exception("pusher %s stopped", self.key)
         finally:

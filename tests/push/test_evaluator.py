@@ -7,8 +7,9 @@ from atrium.push.evaluator import RoomFacts, compile_ruleset, evaluate, split_pa
 from atrium.storage.stores.push_rules import StoredPushRule, UserPushRules
 
 ME = "@me:test"
-FACTS = RoomFacts(member_count=2, user_levels={"@mod:test": 50}, users_default=0,
-                  notification_levels={})
+FACTS = RoomFacts(
+    member_count=2, user_levels={"@mod:test": 50}, users_default=0, notification_levels={}
+)
 
 
 def rules(*stored: StoredPushRule, overrides=None):
@@ -16,8 +17,12 @@ def rules(*stored: StoredPushRule, overrides=None):
 
 
 def message(body: str, sender: str = "@you:test", **content):
-    return {"type": "m.room.message", "sender": sender, "room_id": "!r:test",
-            "content": {"msgtype": "m.text", "body": body, **content}}
+    return {
+        "type": "m.room.message",
+        "sender": sender,
+        "room_id": "!r:test",
+        "content": {"msgtype": "m.text", "body": body, **content},
+    }
 
 
 def test_dot_separated_paths_unescape_dots():
@@ -53,24 +58,45 @@ def test_master_rule_enabled_silences_everything():
 
 def test_conditions_event_match_glob_property_is_contains_display_name_member_count():
     custom = StoredPushRule(
-        "override", "lunch", 1,
-        [{"kind": "event_match", "key": "content.body", "pattern": "lun?h*"},
-         {"kind": "room_member_count", "is": ">=2"}],
-        ["notify", {"set_tweak": "highlight", "value": False}], None, True,
+        "override",
+        "lunch",
+        1,
+        [
+            {"kind": "event_match", "key": "content.body", "pattern": "lun?h*"},
+            {"kind": "room_member_count", "is": ">=2"},
+        ],
+        ["notify", {"set_tweak": "highlight", "value": False}],
+        None,
+        True,
     )
     compiled = rules(custom)
     assert evaluate(compiled, message("Time for LUNCHEON!"), FACTS, None)[0] == "notify"
     # Word boundary: "xlunch" does not start at one; the default one_to_one rule answers.
     assert evaluate(compiled, message("xlunch"), FACTS, None)[-1] == {
-        "set_tweak": "sound", "value": "default"}
-    named = StoredPushRule("override", "name", 1, [{"kind": "contains_display_name"}],
-                           ["notify", {"set_tweak": "highlight"}], None, True)
+        "set_tweak": "sound",
+        "value": "default",
+    }
+    named = StoredPushRule(
+        "override",
+        "name",
+        1,
+        [{"kind": "contains_display_name"}],
+        ["notify", {"set_tweak": "highlight"}],
+        None,
+        True,
+    )
     compiled = rules(named)
     assert summarize(evaluate(compiled, message("ping Mr. Me!"), FACTS, "mr. me")) == (True, True)
     assert summarize(evaluate(compiled, message("ping Mr. Meow"), FACTS, "Mr. Me")) == (True, False)
-    prop = StoredPushRule("override", "prop", 1,
-                          [{"kind": "event_property_is", "key": "content.n", "value": 1}],
-                          ["notify", {"set_tweak": "highlight"}], None, True)
+    prop = StoredPushRule(
+        "override",
+        "prop",
+        1,
+        [{"kind": "event_property_is", "key": "content.n", "value": 1}],
+        ["notify", {"set_tweak": "highlight"}],
+        None,
+        True,
+    )
     compiled = rules(prop)
     assert summarize(evaluate(compiled, message("x", n=1), FACTS, None)) == (True, True)
     # No casting: true is not 1.
@@ -81,11 +107,57 @@ def test_conditions_event_match_glob_property_is_contains_display_name_member_co
 
 def test_room_sender_and_content_rules_in_spec_order():
     room_rule = StoredPushRule("room", "!r:test", 1, [], [], None, True)
-    sender_rule = StoredPushRule("sender", "@you:test", 1, [], ["notify", {"set_tweak": "highlight"}], None, True)
-    content_rule = StoredPushRule("content", "c", 1, [], ["notify", {"set_tweak": "highlight"}], "cake", True)
+    sender_rule = StoredPushRule(
+        "sender", "@you:test", 1, [], ["notify", {"set_tweak": "highlight"}], None, True
+    )
+    content_rule = StoredPushRule(
+        "content", "c", 1, [], ["notify", {"set_tweak": "highlight"}], "cake", True
+    )
     compiled = rules(room_rule, sender_rule, content_rule)
     # content outranks room, room outranks sender.
     assert summarize(evaluate(compiled, message("cake time"), FACTS, None)) == (True, True)
     assert evaluate(compiled, message("hello"), FACTS, None) == ()
     disabled = StoredPushRule("room", "!r:test", 1, [], [], None, False)
-    assert summarize(evaluate(rules(disabled, sender_rule), message("hello"), FACTS, None)) == (True, True)
+    assert summarize(evaluate(rules(disabled, sender_rule), message("hello"), FACTS, None)) == (
+        True,
+        True,
+    )
+
+
+def test_shared_evaluation_for_many_users_matches_per_user_evaluation():
+    """evaluate_for_users (one ruleset compiled with the placeholder, shared by
+    users) gives each user what evaluate gives with their own ruleset."""
+    from atrium.push.evaluator import USER_PLACEHOLDER, evaluate_for_users
+
+    users = ["@a:test", "@b:test", "@c:test"]
+    named = StoredPushRule(
+        "override",
+        "name",
+        1,
+        [{"kind": "contains_display_name"}],
+        ["notify", {"set_tweak": "highlight"}],
+        None,
+        True,
+    )
+    template = compile_ruleset(build_ruleset(USER_PLACEHOLDER, UserPushRules((named,), {})))
+    names = {"@a:test": "Ann", "@c:test": "Cy"}
+    events = [
+        message("hello ann", **{"m.mentions": {"user_ids": ["@b:test"]}}),
+        message("plain"),
+        {
+            "type": "m.room.member",
+            "sender": "@x:test",
+            "state_key": "@c:test",
+            "room_id": "!r:test",
+            "content": {"membership": "invite"},
+        },
+    ]
+    for facts in (FACTS, RoomFacts(7, {}, 0, {})):
+        for event in events:
+            shared = evaluate_for_users(template, event, facts, users, names, {})
+            for user in users:
+                own = compile_ruleset(build_ruleset(user, UserPushRules((named,), {})))
+                assert shared.get(user) == evaluate(own, event, facts, names.get(user)), (
+                    user,
+                    event,
+                )

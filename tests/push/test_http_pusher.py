@@ -129,6 +129,7 @@ async def test_failing_gateway_is_retried_in_order_and_rejected_pushkey_removes_
             if not await listed():
                 break
             from twisted.internet import task
+
             await task.deferLater(reactor, 0.02, lambda: None)
         assert await listed() == []
         await send(bob, room_id, "m4")

@@ -25,7 +25,8 @@ async def send(client, room_id: str, body: str, **content) -> str:
 
 async def stored_actions(hs, event_id: str) -> dict[str, tuple[bool, bool]]:
     rows = await hs.db.execute(
-        "test", "SELECT user_id, notif, highlight FROM event_push_actions WHERE event_id = ?",
+        "test",
+        "SELECT user_id, notif, highlight FROM event_push_actions WHERE event_id = ?",
         event_id,
     )
     return {r[0]: (bool(r[1]), bool(r[2])) for r in rows}
@@ -54,8 +55,9 @@ async def test_default_rules_notify_mention_highlights_sender_never_notified(ser
     assert await stored_actions(hs, notice) == {}
 
     # .m.rule.master enabled: nothing notifies any more.
-    master = await alice.put(f"{V3}/pushrules/global/override/.m.rule.master/enabled",
-                             {"enabled": True})
+    master = await alice.put(
+        f"{V3}/pushrules/global/override/.m.rule.master/enabled", {"enabled": True}
+    )
     assert master.code == 200, master
     quiet = await send(bob, room_id, "anyone?")
     assert await stored_actions(hs, quiet) == {}
@@ -67,13 +69,16 @@ async def test_custom_override_rule_with_display_name_highlights(server):
     alice = await anon.register("carol")
     bob = await anon.register("dave")
     room_id = await shared_room(alice, bob)
-    name = await alice.put(f"{V3}/profile/{q(alice.user_id)}/displayname",
-                           {"displayname": "Carol Cat"})
+    name = await alice.put(
+        f"{V3}/profile/{q(alice.user_id)}/displayname", {"displayname": "Carol Cat"}
+    )
     assert name.code == 200
     rule = await alice.put(
         f"{V3}/pushrules/global/override/my-name",
-        {"conditions": [{"kind": "contains_display_name"}],
-         "actions": ["notify", {"set_tweak": "highlight"}, {"set_tweak": "sound", "value": "x"}]},
+        {
+            "conditions": [{"kind": "contains_display_name"}],
+            "actions": ["notify", {"set_tweak": "highlight"}, {"set_tweak": "sound", "value": "x"}],
+        },
     )
     assert rule.code == 200, rule
     named = await send(bob, room_id, "ask carol cat!")

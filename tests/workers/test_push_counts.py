@@ -57,7 +57,9 @@ async def test_sync_worker_shows_counts_computed_on_the_events_writer(tmp_path):
 
         # The receipt goes to the master (it writes the receipts stream); the
         # sync worker's long-poll wakes with it and the counts it reads are reset.
-        assert (await alice.post(f"{V3}/rooms/{q(room_id)}/receipt/m.read/{q(one)}", {})).code == 200
+        assert (
+            await alice.post(f"{V3}/rooms/{q(room_id)}/receipt/m.read/{q(one)}", {})
+        ).code == 200
         got = await on_sync.get(f"{V3}/sync", query={"since": since, "timeout": 10_000})
         assert _counts(got.json, room_id) == {"notification_count": 1, "highlight_count": 1}
         since = got.json["next_batch"]

@@ -83,9 +83,7 @@ class PushRulesStore:
         return (await self._fetch_rules([user_id]))[user_id]
 
     @cached_list("get_push_rules_for_user", "user_ids")
-    async def get_push_rules_for_users(
-        self, user_ids: Collection[str]
-    ) -> dict[str, UserPushRules]:
+    async def get_push_rules_for_users(self, user_ids: Collection[str]) -> dict[str, UserPushRules]:
         """user -> rules for many users (two statements per 500 users missing
         from the cache): what push evaluation of a big room needs at once."""
         return await self._fetch_rules(user_ids)
