@@ -16,7 +16,8 @@ skips; a new pusher starts at the position it was first seen (no history).
 ``data.format == "event_id_only"`` sends the event ID, room ID and counts
 only; otherwise the event's type, sender, sender display name, room name
 and content are included too. ``counts.unread`` is the user's unread
-notification count over all rooms when the request is built.
+notification count over all rooms as of the pushed event (the events up to
+it after the user's receipts, read when the request is built).
 """
 
 from __future__ import annotations
@@ -241,7 +242,7 @@ class PusherService:
             "data": data,
             "tweaks": tweaks,
         }
-        unread = await self.actions.get_total_unread_count(stored.user_id)
+        unread = await self.actions.get_total_unread_count(stored.user_id, push.stream_ordering)
         note: dict[str, Any] = {
             "event_id": push.event_id,
             "room_id": push.room_id,

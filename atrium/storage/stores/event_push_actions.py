@@ -85,13 +85,16 @@ class EventPushActionsStore:
         rows = await self.db.run_interaction("get_unread_counts", txn_fn)
         return {r[0]: UnreadCounts(int(r[1] or 0), int(r[2] or 0)) for r in rows}
 
-    async def get_total_unread_count(self, user_id: str) -> int:
-        """Unread notifying events over all the user's rooms (push gateway ``counts.unread``)."""
+    async def get_total_unread_count(self, user_id: str, upto: int) -> int:
+        """Unread notifying events up to stream ordering ``upto`` over all the
+        user's rooms (push gateway ``counts.unread`` as of the pushed event)."""
         rows = await self.db.execute(
             "get_total_unread_count",
             "SELECT COUNT(*) FROM event_push_actions AS a"
-            f" WHERE a.user_id = ? AND a.notif = TRUE AND a.stream_ordering > {_READ_UPTO}",
+            " WHERE a.user_id = ? AND a.notif = TRUE AND a.stream_ordering <= ?"
+            f" AND a.stream_ordering > {_READ_UPTO}",
             user_id,
+            upto,
         )
         return int(rows[0][0]) if rows else 0
 
