@@ -259,6 +259,7 @@ def evaluate_for_users(
     """
     remaining = list(users)
     out: dict[str, tuple[Any, ...]] = {}
+    values: dict[str, Any] = {}
     for rule in rules:
         if not remaining:
             break
@@ -284,7 +285,7 @@ def evaluate_for_users(
         still = []
         for user_id in remaining:
             if all(
-                _dependent_matches(c, event, facts, user_id, display_names.get(user_id))
+                _dependent_matches(c, event, facts, user_id, display_names.get(user_id), values)
                 for c, dep in zip(rule.conditions, rule.dependent, strict=True)
                 if dep
             ):
@@ -301,17 +302,31 @@ def _dependent_matches(
     facts: RoomFacts,
     user_id: str,
     display_name: str | None,
+    values: dict[str, Any],
 ) -> bool:
+    """A user-dependent condition for one user; ``values`` remembers, per
+    event, what the placeholder conditions compare the user's ID with."""
     kind = condition.get("kind")
+    key = condition.get("key")
     if kind == "event_property_contains" and condition.get("value") == USER_PLACEHOLDER:
-        # The default mention rule: no per-user copy of the condition.
-        key = condition.get("key")
-        value = lookup(event, key) if isinstance(key, str) else _MISSING
-        return isinstance(value, list) and user_id in value
+        # The default mention rule: one look-up per event, then a set test per user.
+        memo_key = "contains\0" + str(key)
+        found = values.get(memo_key, _MISSING)
+        if found is _MISSING:
+            value = lookup(event, key) if isinstance(key, str) else _MISSING
+            found = values[memo_key] = (
+                frozenset(v for v in value if isinstance(v, str))
+                if isinstance(value, list)
+                else frozenset()
+            )
+        return user_id in found
     if kind == "event_match" and condition.get("pattern") == USER_PLACEHOLDER:
-        key = condition.get("key")
-        value = lookup(event, key) if isinstance(key, str) else _MISSING
-        return isinstance(value, str) and value.lower() == user_id.lower()
+        memo_key = "match\0" + str(key)
+        found = values.get(memo_key, _MISSING)
+        if found is _MISSING:
+            value = lookup(event, key) if isinstance(key, str) else _MISSING
+            found = values[memo_key] = value.lower() if isinstance(value, str) else None
+        return found is not None and found == user_id.lower()
     filled = {k: (user_id if v == USER_PLACEHOLDER else v) for k, v in condition.items()}
     return condition_matches(filled, event, facts, display_name)
 
