@@ -11,6 +11,7 @@ import pytest_twisted
 from atrium.util.caches.deferred_cache import MISSING
 from tests.api.sync_sections_helper import shared_room
 from tests.conftest import POSTGRES_URL, requires_postgres
+from tests.push.test_notifications import send
 from tests.replication.support import wait_until
 from tests.support.client import q
 from tests.workers.inprocess import caught_up, client_for, in_process_deployment
@@ -18,15 +19,6 @@ from tests.workers.inprocess import caught_up, client_for, in_process_deployment
 pytestmark = requires_postgres
 
 V3 = "/_matrix/client/v3"
-
-
-async def _send(client, room_id: str, txn: str, **content) -> str:
-    sent = await client.put(
-        f"{V3}/rooms/{q(room_id)}/send/m.room.message/{txn}",
-        {"msgtype": "m.text", "body": txn, **content},
-    )
-    assert sent.code == 200, sent
-    return sent.json["event_id"]
 
 
 def _counts(body: dict, room_id: str) -> dict | None:
@@ -48,8 +40,8 @@ async def test_sync_worker_shows_counts_computed_on_the_events_writer(tmp_path):
         since = first.json["next_batch"]
         assert _counts(first.json, room_id) == {"notification_count": 0, "highlight_count": 0}
 
-        one = await _send(bob, room_id, "one")
-        await _send(bob, room_id, "two", **{"m.mentions": {"user_ids": [alice.user_id]}})
+        one = await send(bob, room_id, "one")
+        await send(bob, room_id, "two", **{"m.mentions": {"user_ids": [alice.user_id]}})
         await caught_up(servers)
         got = await on_sync.get(f"{V3}/sync", query={"since": since, "timeout": 0})
         assert _counts(got.json, room_id) == {"notification_count": 2, "highlight_count": 1}
@@ -75,7 +67,7 @@ async def test_sync_worker_shows_counts_computed_on_the_events_writer(tmp_path):
             lambda: cache.get_if_cached((alice.user_id,)) is MISSING,
             what="the events writer to drop alice's cached push rules",
         )
-        await _send(bob, room_id, "three")
+        await send(bob, room_id, "three")
         await caught_up(servers)
         got = await on_sync.get(f"{V3}/sync", query={"since": since, "timeout": 0})
         assert _counts(got.json, room_id) == {"notification_count": 1, "highlight_count": 1}
