@@ -19,22 +19,13 @@ import sys
 import tempfile
 import time
 import urllib.request
-import uuid
 from pathlib import Path
 from typing import Any
 
-import psycopg2
 import yaml
+from fuzz_common import create_pg_database, drop_pg_database, free_port
 
 HERE = Path(__file__).resolve().parent
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 120) -> None:
@@ -48,26 +39,6 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 120) ->
         except Exception:
             time.sleep(0.2)
     raise TimeoutError(url)
-
-
-def make_pg_db(server: str) -> str:
-    name = f"bench_{uuid.uuid4().hex[:10]}"
-    conn = psycopg2.connect(server)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(
-            f"CREATE DATABASE {name} ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0"
-        )
-    conn.close()
-    return server.rsplit("/", 1)[0] + "/" + name
-
-
-def drop_pg_db(server: str, url: str) -> None:
-    conn = psycopg2.connect(server)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f"DROP DATABASE IF EXISTS {url.rsplit('/', 1)[1]} WITH (FORCE)")
-    conn.close()
 
 
 def start_atrium(work: Path, port: int, db_url: str | None) -> subprocess.Popen[bytes]:
@@ -207,7 +178,7 @@ def bench_one(
 ) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        db_url = make_pg_db(args.postgres) if args.db == "postgres" else None
+        db_url = create_pg_database(args.postgres) if args.db == "postgres" else None
         port = free_port()
         proc = starter(work, port, db_url)
         try:
@@ -217,7 +188,7 @@ def bench_one(
             proc.terminate()
             proc.wait(timeout=60)
             if db_url:
-                drop_pg_db(args.postgres, db_url)
+                drop_pg_database(args.postgres, db_url)
 
 
 def main() -> None:
