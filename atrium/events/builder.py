@@ -102,8 +102,10 @@ def build_event(
 
     implicit_room_id = room_version.room_id_is_create_event_id and type == "m.room.create"
     if (room_id is None) != implicit_room_id:
-        raise ValueError(f"room_id {room_id!r} given for a {type} event in room version "
-                         f"{room_version.identifier}")
+        raise ValueError(
+            f"room_id {room_id!r} given for a {type} event in room version "
+            f"{room_version.identifier}"
+        )
 
     event_content = copy.deepcopy(dict(content))
     event_dict: dict[str, Any] = {

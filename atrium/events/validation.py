@@ -143,6 +143,13 @@ def is_valid_user_id(user_id: str, *, historical: bool = True) -> bool:
 _HASH_ROOM_ID_RE = re.compile(r"![A-Za-z0-9_-]{43}\Z")
 
 
+def has_room_id_shape(room_id: str) -> bool:
+    """The loose check request handlers make on a room ID from a client:
+    ``!opaque:server`` (rooms 1-11) or ``!<reference hash>`` (rooms 12+).
+    Whether the room exists is for the caller to find out."""
+    return room_id.startswith("!") and (":" in room_id or bool(_HASH_ROOM_ID_RE.match(room_id)))
+
+
 def is_valid_room_id(room_id: str, room_version: RoomVersion | None = None) -> bool:
     """``!opaque_id:server_name`` (room versions 1-11), at most 255 bytes,
     or ``!<reference hash>`` (room version 12 on).

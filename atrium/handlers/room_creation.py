@@ -8,8 +8,8 @@ from typing import Any
 
 from atrium.errors import BadJson, InvalidParam, RoomInUse, UnsupportedRoomVersion
 from atrium.events.event import Event
-from atrium.events.validation import is_valid_user_id
 from atrium.events.room_versions import DEFAULT_ROOM_VERSION, RoomVersion, get_room_version
+from atrium.events.validation import is_valid_user_id
 from atrium.handlers.directory import check_room_alias
 from atrium.handlers.event_creation import EventCreationHandler
 from atrium.handlers.membership import RoomMemberHandler

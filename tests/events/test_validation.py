@@ -20,7 +20,6 @@ from atrium.events.validation import (
     validate_event,
 )
 
-
 # rooms/v12: "!" + a create event's reference hash (unpadded URL-safe base64).
 V12_ROOM_ID = "!" + "A" * 42 + "_"
 
