@@ -18,6 +18,7 @@ from typing import Any
 from atrium.auth.errors import AuthError
 from atrium.auth.identifiers import is_valid_user_id
 from atrium.events.event import Event
+from atrium.events.validation import is_valid_user_id as is_valid_sender_user_id
 from atrium.events.room_versions import RoomVersion
 
 StateMap = Mapping[tuple[str, str], Event]
@@ -95,8 +96,10 @@ def check_additional_creators(create_event: Event) -> None:
     if "additional_creators" not in content:
         return
     additional = content["additional_creators"]
+    # The check validate_event applies to `sender` (historical grammar,
+    # valid server name), not the lenient one used for `users` keys.
     if not isinstance(additional, list) or not all(
-        isinstance(u, str) and is_valid_user_id(u) for u in additional
+        isinstance(u, str) and is_valid_sender_user_id(u) for u in additional
     ):
         raise AuthError("m.room.create additional_creators is not a list of user IDs")
 
