@@ -18,8 +18,8 @@ from typing import Any
 from atrium.auth.errors import AuthError
 from atrium.auth.identifiers import is_valid_user_id
 from atrium.events.event import Event
-from atrium.events.validation import is_valid_user_id as is_valid_sender_user_id
 from atrium.events.room_versions import RoomVersion
+from atrium.events.validation import is_valid_user_id as is_valid_sender_user_id
 
 StateMap = Mapping[tuple[str, str], Event]
 
