@@ -284,6 +284,15 @@ def validate_event(room_version: RoomVersion, event_dict: Mapping[str, Any]) -> 
         raise EventValidationError(M_BAD_JSON, "`unsigned` must be an object")
     if "redacts" in event_dict and not isinstance(event_dict["redacts"], str):
         raise EventValidationError(M_BAD_JSON, "`redacts` must be a string")
+    content_redacts = event_dict["content"].get("redacts")
+    if (
+        room_version.redacts_in_content
+        and event_dict.get("type") == "m.room.redaction"
+        and isinstance(content_redacts, str)
+        and "\x00" in content_redacts
+    ):
+        # v11+: `redacts` lives in the content and is stored as text too.
+        raise EventValidationError(M_BAD_JSON, "`redacts` must not contain NUL")
     if depth < 0:
         raise EventValidationError(M_BAD_JSON, "`depth` must not be negative")
     _check_int64("depth", depth)
