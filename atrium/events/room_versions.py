@@ -148,8 +148,10 @@ KNOWN_ROOM_VERSIONS: dict[str, RoomVersion] = {
 }
 
 # What createRoom uses when the client does not ask for a version, and what
-# /capabilities advertises as the default.
-DEFAULT_ROOM_VERSION = V10
+# /capabilities advertises as the default. rooms/ "Room versions": "Servers
+# SHOULD use room version 12 as the default room version when creating new
+# rooms." (Joining a v12 room by ID needs `via`: its ID names no server.)
+DEFAULT_ROOM_VERSION = V12
 
 
 def get_room_version(identifier: str) -> RoomVersion | None:

@@ -224,7 +224,7 @@ async def test_join_public_room_by_remote_alias_and_via(sqlite_servers):
 
     await wait_until(both_on_a)
 
-    # A third room joined by ID with ?via= (the room ID's server is A anyway).
+    # A third room joined by ID with ?via= (v12 room IDs name no server).
     other = await alice.post(f"{CLIENT_V3}/createRoom", {"preset": "public_chat"})
     other_id = other.json["room_id"]
     via = await bob.post(f"{CLIENT_V3}/join/{q(other_id)}", {}, query={"via": a.name})
@@ -236,7 +236,9 @@ async def test_join_public_room_by_remote_alias_and_via(sqlite_servers):
     assert missing.code == 404 and missing.json["errcode"] == "M_NOT_FOUND", missing
     # A private room of A that bob is not invited to: A's 403 is passed on.
     private = await alice.post(f"{CLIENT_V3}/createRoom", {"preset": "private_chat"})
-    refused = await bob.post(f"{CLIENT_V3}/join/{q(private.json['room_id'])}", {})
+    refused = await bob.post(
+        f"{CLIENT_V3}/join/{q(private.json['room_id'])}", {}, query={"via": a.name}
+    )
     assert refused.code == 403 and refused.json["errcode"] == "M_FORBIDDEN", refused
     assert await b.hs.stores.rooms.get_room_version_id(private.json["room_id"]) is None
 
@@ -270,12 +272,12 @@ async def test_restricted_join_through_an_allowed_room(sqlite_servers):
     assert restricted.code == 200, restricted
     room_id = restricted.json["room_id"]
     # Not in the allowed room yet: A cannot vouch for bob.
-    refused = await bob.post(f"{CLIENT_V3}/join/{q(room_id)}", {})
+    refused = await bob.post(f"{CLIENT_V3}/join/{q(room_id)}", {}, query={"via": a.name})
     assert refused.code == 400 and refused.json["errcode"] == "M_UNABLE_TO_AUTHORISE_JOIN", refused
 
-    joined_space = await bob.post(f"{CLIENT_V3}/join/{q(space_id)}", {})
+    joined_space = await bob.post(f"{CLIENT_V3}/join/{q(space_id)}", {}, query={"via": a.name})
     assert joined_space.code == 200, joined_space
-    joined = await bob.post(f"{CLIENT_V3}/join/{q(room_id)}", {})
+    joined = await bob.post(f"{CLIENT_V3}/join/{q(room_id)}", {}, query={"via": a.name})
     assert joined.code == 200, joined
     join_id = (await b.hs.stores.members.get_current_state_ids(room_id))[
         ("m.room.member", bob.user_id)
