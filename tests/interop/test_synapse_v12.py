@@ -16,6 +16,7 @@ from tests.interop.test_synapse_rooms import (
     SyncWatcher,
     exchange_messages,
     members_of,
+    promote,
     wait_for_state,
 )
 from tests.support.client import JsonClient, q
@@ -72,16 +73,7 @@ async def test_atrium_user_joins_a_synapse_default_v12_room(synapse, atrium):
 
     # Synapse's creator promotes alice; her topic, authorised on Atrium
     # against v12 rules, is accepted by Synapse.
-    content = dict(levels.json)
-    content["users"] = {**content.get("users", {}), alice.user_id: 50}
-    promoted = await sy.put(f"{CLIENT_V3}/rooms/{q(room_id)}/state/m.room.power_levels", content)
-    assert promoted.code == 200, promoted
-    await wait_for_state(
-        alice,
-        room_id,
-        "m.room.power_levels",
-        lambda c: c.get("users", {}).get(alice.user_id) == 50,
-    )
+    await promote(sy, alice, room_id, 50)
     topic = await alice.put(f"{CLIENT_V3}/rooms/{q(room_id)}/state/m.room.topic", {"topic": "12"})
     assert topic.code == 200, topic
     await wait_for_state(sy, room_id, "m.room.topic", lambda c: c.get("topic") == "12")
