@@ -2,7 +2,10 @@
 
     python bench/persist_events.py [--postgres URL] [--events N]
 
-Messages go into an existing room (a few members). Three ways of calling:
+Messages go into an existing room (``--members`` local members, default 10).
+``--no-push`` persists without push rule evaluation (as before push
+notifications existed); by default every message is evaluated against the
+default push rules of every member, as the events writer does. Three ways of calling:
 - batch=1: one event per persist_events call, each awaited before the next;
 - batch=100: 100 events per call;
 - 100 callers: 100 concurrent single-event calls (what group commit helps).
@@ -92,14 +95,33 @@ async def _contexts(stores: Stores, resolver: StateResolver, events: list[Event]
     return items
 
 
-async def _setup(db: DatabasePool) -> tuple[Stores, EventPersister, StateResolver, _Room]:
+async def _setup(
+    db: DatabasePool, members: int, push: bool
+) -> tuple[Stores, EventPersister, StateResolver, _Room]:
     registry = CacheRegistry()
-    stores = await build_stores(db, LocalCacheInvalidator(registry))
+    invalidator = LocalCacheInvalidator(registry)
+    stores = await build_stores(db, invalidator)
     stores.register_caches(registry)
     from twisted.internet import reactor
 
+    def is_mine(user_id: str) -> bool:
+        return user_id.endswith(SERVER)
+
+    evaluator = None
+    if push:
+        from atrium.push.bulk import BulkPushRuleEvaluator
+        from atrium.storage.stores.account_data import AccountDataStore
+        from atrium.storage.stores.push_rules import PushRulesStore
+
+        account_data = await AccountDataStore.create(db, invalidator)
+        rules = PushRulesStore(db, account_data, invalidator)
+        evaluator = BulkPushRuleEvaluator(stores.members, stores.events, rules, is_mine)
     persister = build_event_persister(
-        stores, clock=Clock(reactor), instance_name="bench", is_mine=lambda u: u.endswith(SERVER)
+        stores,
+        clock=Clock(reactor),
+        instance_name="bench",
+        is_mine=is_mine,
+        push_evaluator=evaluator,
     )
     resolver = persister.resolver
     room = _Room()
@@ -109,16 +131,17 @@ async def _setup(db: DatabasePool) -> tuple[Stores, EventPersister, StateResolve
         room.event("m.room.power_levels", ALICE, {"users": {ALICE: 100}}, ""),
         room.event("m.room.join_rules", ALICE, {"join_rule": "public"}, ""),
     ]
-    for i in range(10):
+    for i in range(members):
         user = f"@user{i}:{SERVER}"
         setup.append(room.event("m.room.member", user, {"membership": "join"}, user))
     await persister.persist_events(await _contexts(stores, resolver, setup))
     return stores, persister, resolver, room
 
 
-async def _run_engine(label: str, db: DatabasePool, n: int) -> None:
+async def _run_engine(label: str, db: DatabasePool, args: argparse.Namespace) -> None:
+    n = args.events
     await prepare_database(db)
-    stores, persister, resolver, room = await _setup(db)
+    stores, persister, resolver, room = await _setup(db, args.members, not args.no_push)
 
     async def messages(count: int) -> list[Any]:
         events = [room.event("m.room.message", ALICE, {"body": f"m{i}"}) for i in range(count)]
@@ -158,7 +181,7 @@ async def main(reactor: Any, args: argparse.Namespace) -> None:
         db = DatabasePool(create_engine(os.path.join(tmp, "bench.db")), reactor)
         db.start()
         try:
-            await _run_engine("sqlite", db, args.events)
+            await _run_engine("sqlite", db, args)
         finally:
             db.close()
 
@@ -176,7 +199,7 @@ async def main(reactor: Any, args: argparse.Namespace) -> None:
     db = DatabasePool(create_engine(url), reactor)
     db.start()
     try:
-        await _run_engine("postgres", db, args.events)
+        await _run_engine("postgres", db, args)
     finally:
         db.close()
         with admin.cursor() as cur:
@@ -196,4 +219,8 @@ if __name__ == "__main__":
         help="PostgreSQL server URL (a throwaway database is created on it)",
     )
     parser.add_argument("--events", type=int, default=2000, help="events per measurement")
+    parser.add_argument("--members", type=int, default=10, help="local members of the room")
+    parser.add_argument(
+        "--no-push", action="store_true", help="do not evaluate push rules (the old path)"
+    )
     task.react(main, [parser.parse_args()])

@@ -154,6 +154,7 @@ class HomeServer:
         self._build_handlers()
         self._build_sync()
         self._build_user_data_handlers()
+        self._build_pusher_service()
         self._build_user_sync()
         self._add_e2ee_sync_sections()
         self._build_federation()
@@ -344,6 +345,7 @@ class HomeServer:
         """Stores (and the in-memory typing state) whose positions the streams report."""
         from atrium.handlers.typing import TypingHandler
         from atrium.storage.stores.account_data import AccountDataStore
+        from atrium.storage.stores.event_push_actions import EventPushActionsStore
         from atrium.storage.stores.presence import PresenceStore
         from atrium.storage.stores.push_rules import PushRulesStore
         from atrium.storage.stores.receipts import ReceiptsStore
@@ -353,6 +355,7 @@ class HomeServer:
         self.receipts_store = await ReceiptsStore.create(self.db)
         self.presence_store = await PresenceStore.create(self.db, self.invalidator)
         self.push_rules_store = PushRulesStore(self.db, self.account_data_store, self.invalidator)
+        self.push_actions_store = EventPushActionsStore(self.db)
         for store in (
             self.account_data_store,
             self.receipts_store,
@@ -379,6 +382,7 @@ class HomeServer:
         from atrium.handlers.push_rules import PushRulesHandler
         from atrium.handlers.receipts import ReceiptsHandler
         from atrium.sync.sections_ephemeral import ReceiptsSection, TypingSection
+        from atrium.sync.sections_unread import UnreadCountsSection
         from atrium.sync.sections_user_data import AccountDataSection, PresenceSection
 
         publish = self.publisher.publish
@@ -404,8 +408,29 @@ class HomeServer:
                 PresenceSection(self.presence_store, self.stores.members, self.clock),
                 TypingSection(self.typing),
                 ReceiptsSection(self.receipts_store),
+                # After every section that may add a joined room's entry.
+                UnreadCountsSection(self.push_actions_store),
             ]
         )
+
+    def _build_pusher_service(self) -> None:
+        """HTTP pushers send from one process only: the master (atrium/push/http_pusher.py)."""
+        self.pusher_service = None
+        if self.config.is_worker:
+            return
+        from atrium.push.http_pusher import PusherService
+
+        self.pusher_service = PusherService(
+            pushers=self.pushers.store,
+            actions=self.push_actions_store,
+            events=self.stores.events,
+            members=self.stores.members,
+            clock=self.clock,
+            reactor=self.reactor,
+            events_position=lambda: self.current_token().events.stream,
+        )
+        self.notifier.add_observer(self.pusher_service.on_new_data)
+        self._services.append(self.pusher_service)
 
     # -- who is syncing where (presence): atrium/workers/, atrium/master/ ----------------
     def _build_user_sync(self) -> None:
@@ -481,7 +506,14 @@ class HomeServer:
         self.auth.on_new_device = self.devices.notify_device_added
         self.e2e_keys = E2eKeysHandler(self.e2e_keys_store, self.devices, self.clock, self.is_mine)
         self.room_keys = RoomKeysHandler(self.room_keys_store)
-        self.pushers = PushersHandler(PusherStore(self.db), self.clock)
+        self.pushers = PushersHandler(
+            PusherStore(self.db), self.clock, lambda: self.current_token().events.max_position
+        )
+        from atrium.handlers.notifications import NotificationsHandler
+
+        self.notifications = NotificationsHandler(
+            self.push_actions_store, self.stores.events, self.clock
+        )
         config = self.config
         self.turn = TurnHandler(
             self.clock,
@@ -503,11 +535,16 @@ class HomeServer:
         writers = self.config.writers_for("events")
         local = None
         if self.instance_name in writers:
+            from atrium.push.bulk import BulkPushRuleEvaluator
+
             persister = build_event_persister(
                 self.stores,
                 clock=self.clock,
                 instance_name=self.instance_name,
                 is_mine=self.is_mine,
+                push_evaluator=BulkPushRuleEvaluator(
+                    self.stores.members, self.stores.events, self.push_rules_store, self.is_mine
+                ),
             )
             local = LocalEventWriter(persister, self.publisher, self.instance_name)
             endpoint = SendEventsEndpoint(local, self.stores.state, self.resolver)

@@ -10,7 +10,7 @@ gateways yet: a pusher is kept, not used (docs/client-api.md). Only
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -55,9 +55,13 @@ def _identifiers(body: Mapping[str, Any]) -> tuple[str, str]:
 
 
 class PushersHandler:
-    def __init__(self, store: PusherStore, clock: Any) -> None:
+    def __init__(
+        self, store: PusherStore, clock: Any, events_position: Callable[[], int] | None = None
+    ) -> None:
         self.store = store
         self.clock = clock
+        # A new pusher is sent what notifies after it was set, not history.
+        self.events_position = events_position or (lambda: 0)
 
     async def get_pushers(self, user_id: str) -> dict[str, Any]:
         return {"pushers": [p.to_json() for p in await self.store.get_pushers(user_id)]}
@@ -105,5 +109,7 @@ class PushersHandler:
             _text(body, "lang", True) or "",
             data,
         )
-        await self.store.set_pusher(user_id, pusher, append, self.clock.time_msec())
+        await self.store.set_pusher(
+            user_id, pusher, append, self.clock.time_msec(), self.events_position()
+        )
         return {}

@@ -26,6 +26,7 @@ import attrs
 
 from atrium.events.event import Event
 from atrium.events.room_versions import EventFormatVersion
+from atrium.push.bulk import PushAction
 from atrium.state.context import EventContext
 from atrium.storage.database import IN_LIST_CHUNK, DatabasePool, Transaction
 from atrium.storage.stores.events import (
@@ -104,6 +105,8 @@ class _Batch:
     received_ts: int
     filled_backward_extremities: Collection[str] | None
     known_stored: Collection[str]
+    # event ID -> push actions of local users (atrium/push/bulk.py).
+    push_actions: Mapping[str, Sequence[PushAction]]
 
 
 class PersistEventStore:
@@ -137,6 +140,7 @@ class PersistEventStore:
         backfilled: bool = False,
         filled_backward_extremities: Collection[str] | None = None,
         known_stored: Collection[str] = (),
+        push_actions: Mapping[str, Sequence[PushAction]] | None = None,
     ) -> int:
         """Write the batch; returns the stream ordering of its last event.
 
@@ -169,6 +173,7 @@ class PersistEventStore:
                 self.clock.time_msec(),
                 filled_backward_extremities,
                 known_stored,
+                {} if backfilled else (push_actions or {}),
             )
             await self.db.run_interaction("persist_events", self._persist_txn, batch)
             for event, _ in events_and_contexts:
@@ -208,6 +213,7 @@ class PersistEventStore:
         self._update_backward_extremities_txn(txn, batch)
         self._update_current_state_txn(txn, batch, member_info)
         self._store_txn_ids_txn(txn, batch)
+        self._store_push_actions_txn(txn, batch)
         if batch.orderings:
             if batch.backfilled:
                 stream, position = "backfill", min(batch.orderings.values())
@@ -581,6 +587,37 @@ class PersistEventStore:
                     )
                 if others:
                     invalidate("get_rooms_for_user_with_stream_ordering", others)
+
+    def _store_push_actions_txn(self, txn: Transaction, batch: _Batch) -> None:
+        if not batch.push_actions:
+            return
+        rooms = {e.event_id: e.room_id for e, _ in batch.events_and_contexts}
+        txn.insert_many(
+            "event_push_actions",
+            (
+                "user_id",
+                "room_id",
+                "event_id",
+                "stream_ordering",
+                "actions",
+                "notif",
+                "highlight",
+            ),
+            [
+                (
+                    a.user_id,
+                    rooms[event_id],
+                    event_id,
+                    batch.orderings[event_id],
+                    a.actions_json,
+                    a.notify,
+                    a.highlight,
+                )
+                for event_id, actions in batch.push_actions.items()
+                if event_id in batch.orderings
+                for a in actions
+            ],
+        )
 
     def _store_txn_ids_txn(self, txn: Transaction, batch: _Batch) -> None:
         rows = []

@@ -37,6 +37,7 @@ from twisted.python.failure import Failure
 
 from atrium.events.event import Event
 from atrium.events.room_versions import RoomVersion, get_room_version
+from atrium.push.bulk import BulkPushRuleEvaluator
 from atrium.state.context import EventContext, StateResolver
 from atrium.storage.database import Transaction
 from atrium.storage.persist_events import DeltaState, PersistEventStore
@@ -96,8 +97,10 @@ class EventPersister:
         persist_store: PersistEventStore,
         resolver: StateResolver,
         max_batch_events: int = 500,
+        push_evaluator: BulkPushRuleEvaluator | None = None,
     ) -> None:
         self.events = events
+        self.push_evaluator = push_evaluator
         self.state = state
         self.members = members
         self.rooms = rooms
@@ -201,6 +204,11 @@ class EventPersister:
                     deltas[room_id] = computed[0]
                     if computed[1] is not None:
                         full_states[room_id] = computed[1]
+        # Push rules see the room as it was before this batch (its members,
+        # power levels); the actions are written with the events.
+        push_actions = {}
+        if not backfilled and self.push_evaluator is not None:
+            push_actions = await self.push_evaluator.actions_for_batch(items)
         cached_states = {
             r: self.members.get_current_state_ids.cache.get_if_cached((r,)) for r in deltas
         }
@@ -211,6 +219,7 @@ class EventPersister:
             backfilled=backfilled,
             filled_backward_extremities=backward,
             known_stored=known_stored,
+            push_actions=push_actions,
         )
         # The new current state is known here: cache it rather than make the
         # next reader (often the next event's auth) load the whole room.
@@ -461,6 +470,7 @@ def build_event_persister(
     is_mine: Callable[[str], bool],
     resolver: StateResolver | None = None,
     max_batch_events: int = 500,
+    push_evaluator: BulkPushRuleEvaluator | None = None,
 ) -> EventPersister:
     """The event-writing side over a set of read stores (events-writer processes only)."""
     persist_store = PersistEventStore(
@@ -480,4 +490,5 @@ def build_event_persister(
         persist_store=persist_store,
         resolver=resolver or StateResolver(stores.events, stores.state),
         max_batch_events=max_batch_events,
+        push_evaluator=push_evaluator,
     )

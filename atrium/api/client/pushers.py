@@ -1,10 +1,8 @@
 """Pushers (GET /pushers, POST /pushers/set) and GET /notifications.
 
 Spec: client-server API "Push notifications" (pusher.yaml,
-notifications.yaml). Pushers are stored for real (``PushersHandler``);
-notifications are not computed by Atrium, so /notifications says so with
-404 M_UNRECOGNIZED rather than an empty list that would look like "no
-notifications" (docs/client-api.md).
+notifications.yaml). Pushers: ``PushersHandler``; notifications come from
+the push actions stored with each event (``NotificationsHandler``).
 """
 
 from __future__ import annotations
@@ -13,8 +11,7 @@ from typing import Any
 
 from twisted.web.server import Request
 
-from atrium.errors import Unrecognized
-from atrium.http.request import parse_json_object
+from atrium.http.request import parse_json_object, query_int, query_string
 from atrium.http.server import Router, client_paths
 
 
@@ -31,8 +28,13 @@ def register_servlets(hs: Any, router: Router) -> None:
         return 200, await hs.pushers.set_pusher(requester.user_id, body)
 
     async def notifications(request: Request) -> tuple[int, Any]:
-        await auth.get_requester(request)
-        raise Unrecognized("This server does not compute push notifications")
+        requester = await auth.get_requester(request)
+        return 200, await hs.notifications.get_notifications(
+            requester.user_id,
+            query_string(request, "from"),
+            query_int(request, "limit", default=20, minimum=0) or 20,
+            query_string(request, "only"),
+        )
 
     router.register("GET", client_paths("/pushers"), get_pushers, group="client_read")
     # A table no stream follows: any process may write it (atrium/app/routes.py).

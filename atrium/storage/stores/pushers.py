@@ -1,7 +1,9 @@
 """PusherStore: the pushers table (client-server API "Push notifications").
 
-No stream follows pushers and nothing caches them (nothing sends pushes
-yet), so any process may write them.
+No stream follows pushers and nothing caches them, so any process may write
+them; the process sending pushes (atrium/push/http_pusher.py) reads the
+whole table each time it looks for work, and records per pusher how far it
+has sent (``last_stream_ordering``).
 """
 
 from __future__ import annotations
@@ -40,6 +42,16 @@ class Pusher:
         return out
 
 
+@attrs.frozen
+class StoredPusher:
+    """A pusher as the sender sees it: whose, when added, how far sent."""
+
+    user_id: str
+    pusher: Pusher
+    ts_added_ms: int
+    last_stream_ordering: int | None
+
+
 _COLUMNS = "app_id, pushkey, kind, app_display_name, device_display_name, profile_tag, lang, data"
 
 
@@ -55,9 +67,42 @@ class PusherStore:
         )
         return [Pusher(*r[:7], json.loads(r[7])) for r in rows]
 
-    async def set_pusher(self, user_id: str, pusher: Pusher, append: bool, ts: int) -> None:
+    async def get_all_http_pushers(self) -> list[StoredPusher]:
+        rows = await self.db.execute(
+            "get_all_http_pushers",
+            f"SELECT user_id, ts_added_ms, last_stream_ordering, {_COLUMNS} FROM pushers"
+            " WHERE kind = 'http'",
+        )
+        return [
+            StoredPusher(
+                r[0],
+                Pusher(*r[3:10], json.loads(r[10])),
+                int(r[1]),
+                None if r[2] is None else int(r[2]),
+            )
+            for r in rows
+        ]
+
+    async def set_last_stream_ordering(
+        self, user_id: str, app_id: str, pushkey: str, stream_ordering: int
+    ) -> None:
+        await self.db.execute(
+            "set_pusher_last_stream_ordering",
+            "UPDATE pushers SET last_stream_ordering = ?"
+            " WHERE user_id = ? AND app_id = ? AND pushkey = ?",
+            stream_ordering,
+            user_id,
+            app_id,
+            pushkey,
+        )
+
+    async def set_pusher(
+        self, user_id: str, pusher: Pusher, append: bool, ts: int, position: int = 0
+    ) -> None:
         """Create or replace the user's pusher for (app_id, pushkey); unless
-        ``append``, other users' pushers with the same pair are removed."""
+        ``append``, other users' pushers with the same pair are removed. A new
+        pusher starts sending after events ``position``; a replaced one keeps
+        its progress."""
 
         def txn_fn(txn: Transaction) -> None:
             if not append:
@@ -77,6 +122,11 @@ class PusherStore:
                     "data": json.dumps(pusher.data),
                     "ts_added_ms": ts,
                 },
+            )
+            txn.execute(
+                "UPDATE pushers SET last_stream_ordering = ? WHERE user_id = ? AND app_id = ?"
+                " AND pushkey = ? AND last_stream_ordering IS NULL",
+                (position, user_id, pusher.app_id, pusher.pushkey),
             )
 
         await self.db.run_interaction("set_pusher", txn_fn)
