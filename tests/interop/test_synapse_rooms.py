@@ -101,6 +101,27 @@ async def members_of(client, room_id):
     return set(answer.json["joined"])
 
 
+async def accept_invite(sy, alice, room_id):
+    """alice (Atrium) waits for Synapse's invite, joins over make_join/send_join,
+    and both servers see her joined. Returns (the invite's /sync entry, alice's
+    SyncWatcher)."""
+    alice_sync = SyncWatcher(alice)
+
+    async def alice_is_invited():
+        return (await alice_sync.poll()).get("rooms", {}).get("invite", {}).get(room_id)
+
+    invite = await wait_until(alice_is_invited, timeout=20.0, interval=0.2)
+    joined = await alice.post(f"{CLIENT_V3}/rooms/{q(room_id)}/join", {})
+    assert joined.code == 200, joined
+
+    async def synapse_sees_alice():
+        return alice.user_id in await members_of(sy, room_id)
+
+    await wait_until(synapse_sees_alice, timeout=20.0, interval=0.2)
+    assert await members_of(alice, room_id) == {sy.user_id, alice.user_id}
+    return invite, alice_sync
+
+
 async def exchange_messages(sy, alice, room_id, tag):
     """A message each way, each seen in the other side's /sync."""
     sy_sync, alice_sync = SyncWatcher(sy), SyncWatcher(alice)
@@ -126,21 +147,8 @@ async def test_synapse_room_invite_join_messages_topic_leave(synapse, atrium):
     invited = await sy.post(f"{CLIENT_V3}/rooms/{q(room_id)}/invite", {"user_id": alice.user_id})
     assert invited.code == 200, invited
 
-    alice_sync = SyncWatcher(alice)
-
-    async def alice_is_invited():
-        return (await alice_sync.poll()).get("rooms", {}).get("invite", {}).get(room_id)
-
-    invite = await wait_until(alice_is_invited, timeout=20.0, interval=0.2)
+    invite, alice_sync = await accept_invite(sy, alice, room_id)
     assert any(e["type"] == "m.room.name" for e in invite["invite_state"]["events"])
-    joined = await alice.post(f"{CLIENT_V3}/rooms/{q(room_id)}/join", {})
-    assert joined.code == 200, joined
-
-    async def synapse_sees_alice():
-        return alice.user_id in await members_of(sy, room_id)
-
-    await wait_until(synapse_sees_alice, timeout=20.0, interval=0.2)
-    assert await members_of(alice, room_id) == {sy.user_id, alice.user_id}
 
     await exchange_messages(sy, alice, room_id, "hello")
 

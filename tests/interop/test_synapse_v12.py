@@ -13,7 +13,7 @@ import pytest_twisted
 
 from tests.federation.support import CLIENT_V3, wait_until
 from tests.interop.test_synapse_rooms import (
-    SyncWatcher,
+    accept_invite,
     exchange_messages,
     members_of,
     promote,
@@ -45,20 +45,7 @@ async def test_atrium_user_joins_a_synapse_default_v12_room(synapse, atrium):
 
     invited = await sy.post(f"{CLIENT_V3}/rooms/{q(room_id)}/invite", {"user_id": alice.user_id})
     assert invited.code == 200, invited
-    alice_sync = SyncWatcher(alice)
-
-    async def alice_is_invited():
-        return (await alice_sync.poll()).get("rooms", {}).get("invite", {}).get(room_id)
-
-    await wait_until(alice_is_invited, timeout=20.0, interval=0.2)
-    joined = await alice.post(f"{CLIENT_V3}/rooms/{q(room_id)}/join", {})
-    assert joined.code == 200, joined
-
-    async def synapse_sees_alice():
-        return alice.user_id in await members_of(sy, room_id)
-
-    await wait_until(synapse_sees_alice, timeout=20.0, interval=0.2)
-    assert await members_of(alice, room_id) == {sy.user_id, alice.user_id}
+    await accept_invite(sy, alice, room_id)
 
     # Atrium holds the room as Synapse made it: version 12, create event
     # named by the room ID, creator absent from the power levels.
