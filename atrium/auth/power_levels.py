@@ -19,6 +19,7 @@ from atrium.auth.errors import AuthError
 from atrium.auth.identifiers import is_valid_user_id
 from atrium.events.event import Event
 from atrium.events.room_versions import RoomVersion
+from atrium.events.validation import is_valid_user_id as is_valid_sender_user_id
 
 StateMap = Mapping[tuple[str, str], Event]
 
@@ -77,6 +78,32 @@ def room_creator(create_event: Event) -> str | None:
     return creator if isinstance(creator, str) else None
 
 
+def room_creators(create_event: Event) -> set[str]:
+    """rooms/v12 "room creators": the create event's sender plus the user IDs
+    in `content.additional_creators` (the rules reject a create event whose
+    list is malformed, so anything that is not a string is skipped here)."""
+    creators = {create_event.sender}
+    additional = create_event.content.get("additional_creators")
+    if isinstance(additional, list):
+        creators.update(u for u in additional if isinstance(u, str))
+    return creators
+
+
+def check_additional_creators(create_event: Event) -> None:
+    """rooms/v12 auth rule 1.4: `additional_creators`, if present, is an
+    array of strings that pass the user ID validation applied to `sender`."""
+    content = create_event.content
+    if "additional_creators" not in content:
+        return
+    additional = content["additional_creators"]
+    # The check validate_event applies to `sender` (historical grammar,
+    # valid server name), not the lenient one used for `users` keys.
+    if not isinstance(additional, list) or not all(
+        isinstance(u, str) and is_valid_sender_user_id(u) for u in additional
+    ):
+        raise AuthError("m.room.create additional_creators is not a list of user IDs")
+
+
 def _content_level(pl_event: Event, name: str) -> int | None:
     return parse_power_level(pl_event.content.get(name), pl_event.room_version)
 
@@ -96,13 +123,22 @@ def _level_map(pl_event: Event | None, name: str) -> dict[str, int | None]:
     return {k: parse_power_level(v, pl_event.room_version) for k, v in raw.items()}
 
 
-def get_user_power_level(user_id: str, auth_state: StateMap) -> int:
+def get_user_power_level(user_id: str, auth_state: StateMap) -> int | float:
     """The power level of ``user_id`` in the given state.
 
     From `users`, else `users_default`, else 0. With no power levels event
     at all the creator (per the create event, see room_creator) has 100 and
-    everyone else 0.
+    everyone else 0. In rooms with privileged creators (v12) the room
+    creators have an infinite level (``math.inf``), whatever the power
+    levels event says.
     """
+    create_event = auth_state.get(("m.room.create", ""))
+    if (
+        create_event is not None
+        and create_event.room_version.privileged_creators
+        and user_id in room_creators(create_event)
+    ):
+        return math.inf
     pl_event = auth_state.get(("m.room.power_levels", ""))
     if pl_event is not None:
         level = _level_map(pl_event, "users").get(user_id)
@@ -110,7 +146,6 @@ def get_user_power_level(user_id: str, auth_state: StateMap) -> int:
             return level
         default = _content_level(pl_event, "users_default")
         return USERS_DEFAULT if default is None else default
-    create_event = auth_state.get(("m.room.create", ""))
     if create_event is not None and room_creator(create_event) == user_id:
         return CREATOR_DEFAULT
     return USERS_DEFAULT
@@ -187,6 +222,16 @@ def check_power_levels_event(room_version: RoomVersion, event: Event, auth_state
     """
     content = event.content
     _check_shape(room_version, content)
+    create_event = auth_state.get(("m.room.create", ""))
+    if room_version.privileged_creators and create_event is not None:
+        # rooms/v12 rule 10.4: creators cannot be listed in `users`.
+        users = content.get("users", {})
+        listed = room_creators(create_event) & set(users)
+        if listed:
+            raise AuthError(
+                f"power levels 'users' lists room creator(s) {sorted(listed)}, "
+                "whose power level is infinite"
+            )
 
     current = auth_state.get(("m.room.power_levels", ""))
     if current is None:

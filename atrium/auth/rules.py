@@ -1,7 +1,7 @@
-"""The authorization rules of room versions 1-11: the public entry points.
+"""The authorization rules of room versions 1-12: the public entry points.
 
 Spec: rooms/vN "Authorization rules" (fragments v1-auth-rules, v3-auth-rules,
-v8-auth-rules and the inline rules of v6, v7, v10, v11), and server-server
+v8-auth-rules and the inline rules of v6, v7, v10, v11, v12), and server-server
 API "Auth events selection" and "Checks performed on receipt of a PDU".
 
 The rules are split in two, the way receipt of a PDU uses them:
@@ -27,6 +27,7 @@ from atrium.auth.power_levels import (
     INVITE_DEFAULT,
     REDACT_DEFAULT,
     StateMap,
+    check_additional_creators,
     check_power_levels_event,
     get_named_level,
     get_send_level,
@@ -39,6 +40,7 @@ __all__ = [
     "AuthError",
     "StateMap",
     "auth_types_for_event",
+    "selected_auth_types",
     "check_auth_rules_for_event",
     "check_state_dependent_auth_rules",
     "check_state_independent_auth_rules",
@@ -52,11 +54,24 @@ POWER_LEVELS = ("m.room.power_levels", "")
 JOIN_RULES = ("m.room.join_rules", "")
 
 
-def auth_types_for_event(room_version: RoomVersion, event: Event) -> list[tuple[str, str]]:
-    """The (type, state_key) pairs the auth events selection algorithm picks.
+def selected_auth_types(room_version: RoomVersion, event: Event) -> list[tuple[str, str]]:
+    """The (type, state_key) pairs an event lists in its `auth_events`.
 
-    Server-server API "Auth events selection": the create event (required
-    in rooms 1-11), power levels, the sender's member event and, for
+    auth_types_for_event without the create event in rooms whose room ID
+    names it (rooms/v12: "The m.room.create event MUST NOT be selected").
+    """
+    types = auth_types_for_event(room_version, event)
+    if room_version.room_id_is_create_event_id:
+        return [key for key in types if key != CREATE]
+    return types
+
+
+def auth_types_for_event(room_version: RoomVersion, event: Event) -> list[tuple[str, str]]:
+    """The (type, state_key) pairs the authorization rules read for an event.
+
+    Server-server API "Auth events selection": the create event (listed in
+    rooms 1-11, implied by the room ID from v12: see selected_auth_types
+    for what an event lists), power levels, the sender's member event and, for
     m.room.member events, the target's member event, the join rules (join,
     invite, knock), the m.room.third_party_invite named by the token of a
     third party invite, and (rooms with restricted joins) the member event
@@ -104,9 +119,25 @@ def check_state_independent_auth_rules(
         _check_create(room_version, event)
         return
 
+    create_event: Event | None = None
+    if room_version.room_id_is_create_event_id:
+        # rooms/v12 rule 2: the room ID must be the ID of an accepted create
+        # event, with `!` for `$`.
+        room_id = event.as_dict_ref().get("room_id")
+        if not isinstance(room_id, str) or not room_id.startswith("!"):
+            raise AuthError("event has no room_id")
+        create_id = "$" + room_id[1:]
+        create_event = auth_events.get(create_id)
+        if create_event is None:
+            raise AuthError(f"the room's create event {create_id} is not known")
+        if create_event.type != "m.room.create" or create_event.state_key != "":
+            raise AuthError(f"room ID {room_id} does not name an m.room.create event")
+        if create_event.rejected_reason is not None:
+            raise AuthError(f"the room's create event {create_id} was rejected")
+
     selected: dict[tuple[str, str], Event] = {}
-    allowed = set(auth_types_for_event(room_version, event))
-    for event_id in event.auth_event_ids():
+    allowed = set(selected_auth_types(room_version, event))
+    for event_id in event.listed_auth_event_ids():
         auth_event = auth_events.get(event_id)
         if auth_event is None:
             raise AuthError(f"auth event {event_id} is not known")
@@ -125,6 +156,8 @@ def check_state_independent_auth_rules(
             raise AuthError(f"auth event {event_id} was rejected")
         selected[key] = auth_event
 
+    if create_event is not None:
+        selected[CREATE] = create_event
     if CREATE not in selected:
         raise AuthError("auth_events has no m.room.create event")
     for auth_event in selected.values():
@@ -138,12 +171,20 @@ def _check_create(room_version: RoomVersion, event: Event) -> None:
     """Rule 1: m.room.create."""
     if event.as_dict_ref().get("prev_events"):
         raise AuthError("m.room.create event has prev_events")
-    room_domain = domain_of(event.room_id)
-    if room_domain is None or room_domain != domain_of(event.sender):
-        raise AuthError("m.room.create sender's domain does not match the room ID's domain")
+    if room_version.room_id_is_create_event_id:
+        # rooms/v12 rule 1.2: the room ID is derived from this event's ID.
+        if "room_id" in event.as_dict_ref():
+            raise AuthError("m.room.create event has a room_id")
+    else:
+        room_domain = domain_of(event.room_id)
+        if room_domain is None or room_domain != domain_of(event.sender):
+            raise AuthError("m.room.create sender's domain does not match the room ID's domain")
     content = event.content
     if "room_version" in content and content["room_version"] not in KNOWN_ROOM_VERSIONS:
         raise AuthError(f"m.room.create has an unknown room_version {content['room_version']!r}")
+    if room_version.privileged_creators:
+        # rooms/v12 rule 1.4.
+        check_additional_creators(event)
     # v11 dropped `creator`: the sender is the creator (implicit_room_creator).
     if not room_version.implicit_room_creator and "creator" not in content:
         raise AuthError("m.room.create has no creator")

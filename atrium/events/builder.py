@@ -67,7 +67,7 @@ def build_event(
     room_version: RoomVersion,
     type: str,
     sender: str,
-    room_id: str,
+    room_id: str | None,
     content: Mapping[str, Any],
     prev_event_ids: Sequence[str],
     auth_event_ids: Sequence[str],
@@ -92,21 +92,31 @@ def build_event(
     - ``event_id_generator`` makes the ID of a v1-format event; the default
       is ``random_v1_event_id(server_name)``. Ignored for other formats.
     - ``unsigned`` is copied into the event; it is neither hashed nor signed.
+    - rooms/v12: the create event has no `room_id` (its ID makes the room
+      ID), so ``room_id`` must be None for it; every other event needs one.
 
     Inputs are copied, never modified.
     """
     if redacts is not None and type != "m.room.redaction":
         raise ValueError(f"`redacts` given for a {type} event")
 
+    implicit_room_id = room_version.room_id_is_create_event_id and type == "m.room.create"
+    if (room_id is None) != implicit_room_id:
+        raise ValueError(
+            f"room_id {room_id!r} given for a {type} event in room version "
+            f"{room_version.identifier}"
+        )
+
     event_content = copy.deepcopy(dict(content))
     event_dict: dict[str, Any] = {
         "type": type,
-        "room_id": room_id,
         "sender": sender,
         "content": event_content,
         "depth": min(depth, max_depth(room_version)),
         "origin_server_ts": origin_server_ts,
     }
+    if room_id is not None:
+        event_dict["room_id"] = room_id
     if state_key is not None:
         event_dict["state_key"] = state_key
     if redacts is not None:

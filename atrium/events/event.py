@@ -103,7 +103,12 @@ class Event:
     # -- spec fields ------------------------------------------------------
     @property
     def room_id(self) -> str:
-        return self._dict["room_id"]
+        room_id = self._dict.get("room_id")
+        if room_id is None and self.room_version.room_id_is_create_event_id:
+            # rooms/v12: the create event has no `room_id`; the room ID is its
+            # event ID with the `!` sigil.
+            return "!" + self.event_id[1:]
+        return room_id
 
     @property
     def sender(self) -> str:
@@ -167,6 +172,24 @@ class Event:
         return _ids(self._dict.get("prev_events", []), self.format_version)
 
     def auth_event_ids(self) -> list[str]:
+        """The event's auth events, including an implicit create event.
+
+        rooms/v12: the create event is never listed in `auth_events`; the
+        room ID names it. It is added here (first) so that auth chains,
+        fetching missing auth events and state resolution see it as the
+        auth event it is. ``listed_auth_event_ids`` is the wire list.
+        """
+        listed = self.listed_auth_event_ids()
+        if self.room_version.room_id_is_create_event_id and self.type != "m.room.create":
+            room_id = self._dict.get("room_id")
+            if isinstance(room_id, str) and room_id.startswith("!"):
+                create_id = "$" + room_id[1:]
+                if create_id not in listed:
+                    return [create_id, *listed]
+        return listed
+
+    def listed_auth_event_ids(self) -> list[str]:
+        """The event IDs in the event's own `auth_events` field."""
         return _ids(self._dict.get("auth_events", []), self.format_version)
 
     # -- helpers ----------------------------------------------------------

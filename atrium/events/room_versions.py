@@ -1,4 +1,4 @@
-"""Room versions 1 to 11: the flags that make each one behave differently.
+"""Room versions 1 to 12: the flags that make each one behave differently.
 
 Every place that behaves differently between room versions reads one of these
 flags instead of comparing version strings, so adding a version is one entry in
@@ -33,6 +33,10 @@ class EventFormatVersion(enum.IntEnum):
 class StateResolutionVersion(enum.IntEnum):
     V1 = 1
     V2 = 2
+    # rooms/v12 "State resolution": v2 with the iterative auth checks of
+    # step 2 starting from an empty state map, and the conflicted state
+    # subgraph added to the full conflicted set.
+    V2_1 = 3
 
 
 class RedactionRules(enum.IntEnum):
@@ -80,6 +84,14 @@ class RoomVersion:
     implicit_room_creator: bool
     # v11+: `redacts` lives in the content of m.room.redaction events.
     redacts_in_content: bool
+    # v12+: the room ID is the create event's ID with the `!` sigil; the
+    # create event has no `room_id` and is never listed in `auth_events`
+    # (every other event refers to it through its room ID).
+    room_id_is_create_event_id: bool
+    # v12+: the create event's sender and `content.additional_creators` are
+    # the room creators, with an infinite power level that power level
+    # events may not mention.
+    privileged_creators: bool
 
     @property
     def is_v1_event_ids(self) -> bool:
@@ -110,6 +122,8 @@ def _version(
         enforce_int_power_levels=number >= 10,
         implicit_room_creator=number >= 11,
         redacts_in_content=number >= 11,
+        room_id_is_create_event_id=number >= 12,
+        privileged_creators=number >= 12,
     )
 
 
@@ -126,14 +140,18 @@ V8 = _version("8", _F.V3, _S.V2, _R.V8, 8)
 V9 = _version("9", _F.V3, _S.V2, _R.V9, 9)
 V10 = _version("10", _F.V3, _S.V2, _R.V9, 10)
 V11 = _version("11", _F.V3, _S.V2, _R.V11, 11)
+# rooms/v12: redaction is unchanged from v11.
+V12 = _version("12", _F.V3, _S.V2_1, _R.V11, 12)
 
 KNOWN_ROOM_VERSIONS: dict[str, RoomVersion] = {
-    v.identifier: v for v in (V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11)
+    v.identifier: v for v in (V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11, V12)
 }
 
 # What createRoom uses when the client does not ask for a version, and what
-# /capabilities advertises as the default.
-DEFAULT_ROOM_VERSION = V10
+# /capabilities advertises as the default. rooms/ "Room versions": "Servers
+# SHOULD use room version 12 as the default room version when creating new
+# rooms." (Joining a v12 room by ID needs `via`: its ID names no server.)
+DEFAULT_ROOM_VERSION = V12
 
 
 def get_room_version(identifier: str) -> RoomVersion | None:

@@ -34,6 +34,9 @@ def _client_form(event: Event) -> tuple[dict[str, Any], dict[str, Any]]:
         return cached
     d = {k: v for k, v in event.as_dict_ref().items() if k not in _FEDERATION_ONLY}
     d["event_id"] = event.event_id
+    # rooms/v12: the create event has no `room_id` of its own; clients get
+    # the room ID like on every other event (ClientEvent requires it).
+    d.setdefault("room_id", event.room_id)
     unsigned = dict(d.pop("unsigned", None) or {})
     unsigned.pop("age_ts", None)
     if event.type == "m.room.redaction":

@@ -138,8 +138,29 @@ def is_valid_user_id(user_id: str, *, historical: bool = True) -> bool:
     return is_valid_server_name(domain)
 
 
-def is_valid_room_id(room_id: str) -> bool:
-    """``!opaque_id:server_name`` (room versions 1-11), at most 255 bytes."""
+# rooms/v12 room IDs: "!" + the create event's reference hash, 32 bytes in
+# unpadded URL-safe base64 (appendices "Room IDs"; rooms/v4 "Event IDs").
+_HASH_ROOM_ID_RE = re.compile(r"![A-Za-z0-9_-]{43}\Z")
+
+
+def has_room_id_shape(room_id: str) -> bool:
+    """The loose check request handlers make on a room ID from a client:
+    ``!opaque:server`` (rooms 1-11) or ``!<reference hash>`` (rooms 12+).
+    Whether the room exists is for the caller to find out."""
+    return room_id.startswith("!") and (":" in room_id or bool(_HASH_ROOM_ID_RE.match(room_id)))
+
+
+def is_valid_room_id(room_id: str, room_version: RoomVersion | None = None) -> bool:
+    """``!opaque_id:server_name`` (room versions 1-11), at most 255 bytes,
+    or ``!<reference hash>`` (room version 12 on).
+
+    Without ``room_version`` either form is accepted.
+    """
+    hash_form = room_version is None or room_version.room_id_is_create_event_id
+    if hash_form and _HASH_ROOM_ID_RE.match(room_id):
+        return True
+    if room_version is not None and room_version.room_id_is_create_event_id:
+        return False
     parts = _split_id(room_id, "!")
     if parts is None or len(room_id.encode("utf-8", "surrogatepass")) > MAX_ID_BYTES:
         return False
@@ -231,7 +252,12 @@ def validate_event(room_version: RoomVersion, event_dict: Mapping[str, Any]) -> 
     fmt = room_version.event_format
 
     _require(event_dict, "type", str, "a string")
-    room_id = _require(event_dict, "room_id", str, "a string")
+    if room_version.room_id_is_create_event_id and event_dict.get("type") == "m.room.create":
+        # rooms/v12: the create event has no room_id (auth rule 1.2 rejects
+        # one that has); its own ID makes the room ID.
+        room_id = None
+    else:
+        room_id = _require(event_dict, "room_id", str, "a string")
     sender = _require(event_dict, "sender", str, "a string")
     _require(event_dict, "content", dict, "an object")
     depth = _require(event_dict, "depth", int, "an integer")
@@ -258,6 +284,15 @@ def validate_event(room_version: RoomVersion, event_dict: Mapping[str, Any]) -> 
         raise EventValidationError(M_BAD_JSON, "`unsigned` must be an object")
     if "redacts" in event_dict and not isinstance(event_dict["redacts"], str):
         raise EventValidationError(M_BAD_JSON, "`redacts` must be a string")
+    content_redacts = event_dict["content"].get("redacts")
+    if (
+        room_version.redacts_in_content
+        and event_dict.get("type") == "m.room.redaction"
+        and isinstance(content_redacts, str)
+        and "\x00" in content_redacts
+    ):
+        # v11+: `redacts` lives in the content and is stored as text too.
+        raise EventValidationError(M_BAD_JSON, "`redacts` must not contain NUL")
     if depth < 0:
         raise EventValidationError(M_BAD_JSON, "`depth` must not be negative")
     _check_int64("depth", depth)
@@ -278,7 +313,7 @@ def validate_event(room_version: RoomVersion, event_dict: Mapping[str, Any]) -> 
 
     if not is_valid_user_id(sender):
         raise EventValidationError(M_INVALID_PARAM, f"`sender` {sender!r} is not a valid user ID")
-    if not is_valid_room_id(room_id):
+    if room_id is not None and not is_valid_room_id(room_id, room_version):
         raise EventValidationError(M_INVALID_PARAM, f"`room_id` {room_id!r} is not a valid room ID")
     if fmt == EventFormatVersion.V1 and isinstance(event_id, str):
         # rooms/v1 "Event IDs": $opaque_id:domain.

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from atrium.errors import BadJson, Forbidden, InvalidParam, MatrixError, NotFound
+from atrium.events.validation import has_room_id_shape
 from atrium.handlers.push_rules import PushRulesHandler
 from atrium.handlers.typing import Publish
 from atrium.replication.streams.account_data import AccountDataStreamRow
@@ -30,8 +31,8 @@ MAX_TYPE_LENGTH = 255
 
 
 def check_room_id(room_id: str) -> None:
-    """A room ID's grammar, loosely: ``!opaque:server`` (M_INVALID_PARAM otherwise)."""
-    if not room_id.startswith("!") or ":" not in room_id:
+    """A room ID's grammar, loosely: ``!opaque:server`` or a v12 ``!hash`` (M_INVALID_PARAM otherwise)."""
+    if not has_room_id_shape(room_id):
         raise InvalidParam(f"{room_id!r} is not a valid room ID")
 
 

@@ -27,6 +27,7 @@ from typing import Any
 
 from atrium.auth.power_levels import get_send_level, get_user_power_level
 from atrium.errors import BadJson, Forbidden, InvalidParam, NotFound, RoomInUse
+from atrium.events.validation import has_room_id_shape
 from atrium.handlers.auth import Requester
 from atrium.handlers.room_access import RoomAccessChecker
 from atrium.storage.stores import Stores
@@ -62,7 +63,7 @@ def check_room_alias(alias: str) -> str:
 
 def check_room_id(room_id: str) -> None:
     # NUL: PostgreSQL cannot compare strings holding it.
-    if not room_id.startswith("!") or ":" not in room_id or "\x00" in room_id:
+    if not has_room_id_shape(room_id) or "\x00" in room_id:
         raise InvalidParam(f"{room_id[:300]!r} is not a room ID")
 
 

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
-from atrium.auth.rules import AuthError, auth_types_for_event, check_auth_rules_for_event
+from atrium.auth.rules import AuthError, check_auth_rules_for_event, selected_auth_types
 from atrium.errors import Forbidden, MatrixError, NotFound, TooLarge, UnsupportedRoomVersion
 from atrium.events.builder import build_event
 from atrium.events.event import Event
@@ -196,7 +196,8 @@ class EventCreationHandler:
         txn_id: str | None,
         device_id: str | None,
     ) -> tuple[Event, EventContext]:
-        room_id = event_dict["room_id"]
+        # None only for a v12 create event, whose ID makes the room ID.
+        room_id = event_dict.get("room_id")
         events_store = self.stores.events
         prev_events = prev_events or {}
         depths = [prev_events[p].depth for p in prev_event_ids if p in prev_events]
@@ -209,7 +210,7 @@ class EventCreationHandler:
         # Auth events are chosen for the event as it will be; build a draft
         # first to ask which (type, state_key) pairs it needs.
         draft = _draft(event_dict, room_version)
-        auth_ids = [state[key] for key in auth_types_for_event(room_version, draft) if key in state]
+        auth_ids = [state[key] for key in selected_auth_types(room_version, draft) if key in state]
 
         unsigned = None
         state_key = event_dict.get("state_key")
@@ -252,7 +253,8 @@ class EventCreationHandler:
         event.internal_metadata.txn_id = txn_id
         event.internal_metadata.device_id = device_id
 
-        auth_events = await self._load(auth_ids, prev_events)
+        # event.auth_event_ids() adds the implicit create event of v12 rooms.
+        auth_events = await self._load(event.auth_event_ids(), prev_events)
         try:
             check_auth_rules_for_event(
                 room_version, event, {e.state_key_tuple(): e for e in auth_events.values()}

@@ -38,6 +38,11 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from atrium.auth.power_levels import (
+    INVITE_DEFAULT,
+    get_named_level,
+    get_user_power_level,
+)
 from atrium.crypto.event_hashing import check_content_hash
 from atrium.crypto.event_signing import SignatureVerifyError, compute_event_signature
 from atrium.errors import Forbidden, InvalidParam, MatrixError, NotFound
@@ -53,6 +58,7 @@ logger = logging.getLogger(__name__)
 MEMBER = "m.room.member"
 JOIN_RULES = ("m.room.join_rules", "")
 POWER_LEVELS = ("m.room.power_levels", "")
+CREATE = ("m.room.create", "")
 
 
 def server_of(user_id: str) -> str:
@@ -160,7 +166,8 @@ class FederationMembershipHandler:
         restricted join (rooms/v8 "Restricted rooms"); None when the join
         needs no authoriser (invited, already joined, not restricted)."""
         state = await self.stores.members.get_current_state_ids(room_id)
-        wanted = [state[k] for k in (JOIN_RULES, POWER_LEVELS, (MEMBER, user_id)) if k in state]
+        keys = (CREATE, JOIN_RULES, POWER_LEVELS, (MEMBER, user_id))
+        wanted = [state[k] for k in keys if k in state]
         events = await self.stores.events.get_events(wanted)
         by_key = {(e.type, e.state_key): e for e in events.values()}
         join_rules = by_key.get(JOIN_RULES)
@@ -188,17 +195,14 @@ class FederationMembershipHandler:
                 "This server cannot verify that you may join through the allowed rooms",
                 "M_UNABLE_TO_AUTHORISE_JOIN",
             )
-        power = by_key.get(POWER_LEVELS)
-        levels = power.content if power is not None else {}
-        users = levels.get("users") if isinstance(levels.get("users"), dict) else {}
-        default = levels.get("users_default", 0)
-        invite_level = levels.get("invite", 0)
+        # Levels as the auth rules read them (v12: creators, unlisted, have
+        # an infinite level).
+        auth_state = {k: by_key[k] for k in (CREATE, POWER_LEVELS) if k in by_key}
+        invite_level = get_named_level(auth_state, "invite", INVITE_DEFAULT)
         for member_id in sorted(await self.stores.members.get_users_in_room(room_id)):
             if self.is_mine(member_id):
-                level = users.get(member_id, default)  # type: ignore[union-attr]
-                if isinstance(level, int) and isinstance(invite_level, int):
-                    if level >= invite_level:
-                        return member_id
+                if get_user_power_level(member_id, auth_state) >= invite_level:
+                    return member_id
         raise MatrixError(
             400, "No user of this server may invite you to this room", "M_UNABLE_TO_GRANT_JOIN"
         )

@@ -161,7 +161,9 @@ class RoomMemberHandler:
         servers = list(remote_servers)
         if own_event is not None:
             servers.append(own_event.sender.split(":", 1)[-1])
-        servers.append(room_id.split(":", 1)[-1])
+        if ":" in room_id:
+            # Rooms 1-11 name the creating server; v12 room IDs have no domain.
+            servers.append(room_id.split(":", 1)[-1])
         if all(s == self.server_name for s in servers):
             # Only our own name to try: a local join (or its error) it is.
             return None

@@ -361,7 +361,10 @@ class RemoteMembershipHandler:
         self, user_id: str, room_id: str, invite: Event, content: dict[str, Any]
     ) -> Event:
         """Leave a room we only hold ``invite`` (the user's invite or knock) of."""
-        servers = [server_of(invite.sender), server_of(room_id)]
+        servers = [server_of(invite.sender)]
+        if ":" in room_id:
+            # Rooms 1-11 name the creating server; v12 room IDs have no domain.
+            servers.append(server_of(room_id))
         event: Event | None = None
         try:
             server, room_version, template = await self._make_membership(

@@ -9,6 +9,7 @@ from typing import Any
 from atrium.errors import BadJson, InvalidParam, RoomInUse, UnsupportedRoomVersion
 from atrium.events.event import Event
 from atrium.events.room_versions import DEFAULT_ROOM_VERSION, RoomVersion, get_room_version
+from atrium.events.validation import is_valid_user_id
 from atrium.handlers.directory import check_room_alias
 from atrium.handlers.event_creation import EventCreationHandler
 from atrium.handlers.membership import RoomMemberHandler
@@ -40,12 +41,17 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def _default_power_levels(
-    creator: str, invitees: list[str], invitees_admin: bool
+    room_version: RoomVersion, creator: str, invitees: list[str], invitees_admin: bool
 ) -> dict[str, Any]:
-    users = {creator: 100}
-    if invitees_admin:
-        users.update({u: 100 for u in invitees})
-    return {
+    if room_version.privileged_creators:
+        # v12: creators (trusted_private_chat invitees among them, see
+        # create_room) have an infinite level and must not be listed.
+        users: dict[str, int] = {}
+    else:
+        users = {creator: 100}
+        if invitees_admin:
+            users.update({u: 100 for u in invitees})
+    power_levels: dict[str, Any] = {
         "users": users,
         "users_default": 0,
         "events": {
@@ -67,6 +73,12 @@ def _default_power_levels(
         "historical": 100,
         "notifications": {"room": 50},
     }
+    if room_version.privileged_creators:
+        # createRoom: "If the room's version is 12 or higher, the power level
+        # for sending m.room.tombstone events MUST explicitly be higher than
+        # state_default", so that only creators can upgrade by default.
+        power_levels["events"]["m.room.tombstone"] = 150
+    return power_levels
 
 
 class RoomCreationHandler:
@@ -139,19 +151,29 @@ class RoomCreationHandler:
             if await self.directory.get_room_for_alias(alias) is not None:
                 raise RoomInUse("Room alias already taken")
 
-        room_id = f"!{secrets.token_urlsafe(18)}:{self.server_name}"
-        chain = _Chain(self.creation, room_id, room_version)
-
-        create_content = {k: v for k, v in creation_content.items() if k != "room_version"}
+        create_content = {
+            k: v for k, v in creation_content.items() if k not in ("room_version", "creator")
+        }
         create_content["room_version"] = room_version.identifier
         if not room_version.implicit_room_creator:
             create_content["creator"] = creator
-        await chain.add(creator, "m.room.create", "", create_content)
+        if room_version.privileged_creators:
+            _set_additional_creators(create_content, creator, invitees, preset["invitees_admin"])
+
+        # v12: the room ID is the create event's ID, known once it is built.
+        room_id: str | None = None
+        if not room_version.room_id_is_create_event_id:
+            room_id = f"!{secrets.token_urlsafe(18)}:{self.server_name}"
+        chain = _Chain(self.creation, room_id, room_version)
+        create_event = await chain.add(creator, "m.room.create", "", create_content)
+        room_id = chain.room_id = create_event.room_id
         await chain.add(
             creator, "m.room.member", creator, await self._member_content(creator, "join")
         )
 
-        power_levels = _default_power_levels(creator, invitees, preset["invitees_admin"])
+        power_levels = _default_power_levels(
+            room_version, creator, invitees, preset["invitees_admin"]
+        )
         power_levels.update(pl_override or {})
         await chain.add(creator, "m.room.power_levels", "", power_levels)
         if alias is not None:
@@ -210,11 +232,30 @@ class RoomCreationHandler:
         return content
 
 
+def _set_additional_creators(
+    create_content: dict[str, Any], creator: str, invitees: list[str], invitees_admin: bool
+) -> None:
+    """v12 createRoom: `additional_creators` from creation_content, plus the
+    invitees of trusted_private_chat (deduplicated, in order), as the
+    createRoom spec asks; the creator itself is implied by `sender`."""
+    given = create_content.get("additional_creators", [])
+    if not isinstance(given, list) or not all(
+        isinstance(u, str) and is_valid_user_id(u) for u in given
+    ):
+        raise BadJson("'creation_content.additional_creators' must be a list of user IDs")
+    wanted = list(given) + (list(invitees) if invitees_admin else [])
+    additional = [u for u in dict.fromkeys(wanted) if u != creator]
+    if additional:
+        create_content["additional_creators"] = additional
+    else:
+        create_content.pop("additional_creators", None)
+
+
 class _Chain:
     """New events each pointing at the previous one, not yet persisted."""
 
     def __init__(
-        self, creation: EventCreationHandler, room_id: str, room_version: RoomVersion
+        self, creation: EventCreationHandler, room_id: str | None, room_version: RoomVersion
     ) -> None:
         self.creation = creation
         self.room_id = room_id

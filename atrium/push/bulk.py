@@ -19,11 +19,13 @@ joined yet), so ``.m.rule.invite_for_me`` can fire.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
 
+from atrium.auth.power_levels import room_creators
 from atrium.events.event import Event
 from atrium.handlers.push_rules import build_ruleset
 from atrium.push.evaluator import (
@@ -131,16 +133,19 @@ class BulkPushRuleEvaluator:
                 content = pl_event.content
         users = content.get("users")
         notifications = content.get("notifications")
+        create_id = state.get(("m.room.create", ""))
+        create = await self.events.get_event(create_id, allow_none=True) if create_id else None
         if pl_id is None:
             # Spec m.room.power_levels: without the event, the creator has 100.
-            create_id = state.get(("m.room.create", ""))
-            create = await self.events.get_event(create_id, allow_none=True) if create_id else None
             creator = create.content.get("creator", create.sender) if create else None
             user_levels = {creator: 100} if isinstance(creator, str) else {}
         else:
             user_levels = {
                 u: _int(v, 0) for u, v in (users.items() if isinstance(users, dict) else ())
             }
+        if create is not None and create.room_version.privileged_creators:
+            # rooms/v12: creators are never listed; their level is infinite.
+            user_levels.update(dict.fromkeys(room_creators(create), math.inf))
         facts = RoomFacts(
             member_count=len(joined),
             user_levels=user_levels,

@@ -27,7 +27,7 @@ class RoomFacts:
 
     member_count: int
     # user ID -> power level; users_default for others (m.room.power_levels).
-    user_levels: Mapping[str, int]
+    user_levels: Mapping[str, int | float]  # v12 creators: math.inf
     users_default: int
     # notifications key (e.g. "room") -> level needed (default 50).
     notification_levels: Mapping[str, int]

@@ -30,7 +30,7 @@ def int_field(value: object) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
-def sender_power_level(event: Event, events: Mapping[str, Event]) -> int:
+def sender_power_level(event: Event, events: Mapping[str, Event]) -> int | float:
     """The sender's power level "when looking at" the event's auth events.
 
     Only the power levels and create events matter (the create event names

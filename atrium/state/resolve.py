@@ -2,7 +2,8 @@
 
 Spec: server-server API "Room State Resolution" — the state before an event
 is the resolution of the states after its prev_events, with the algorithm
-of the room version (rooms/v1 for version 1, rooms/v2 for versions 2-11).
+of the room version (rooms/v1 for version 1, rooms/v2 for versions 2-11,
+rooms/v12 "State resolution" (v2.1) for version 12).
 """
 
 from __future__ import annotations
@@ -37,6 +38,6 @@ async def resolve_events(
     loader = EventLoader(room_id, event_map, store)
     if room_version.state_res == StateResolutionVersion.V1:
         return await resolve_v1(room_id, room_version, state_sets, loader)
-    if room_version.state_res == StateResolutionVersion.V2:
+    if room_version.state_res in (StateResolutionVersion.V2, StateResolutionVersion.V2_1):
         return await resolve_v2(room_id, room_version, state_sets, event_map or {}, loader)
     raise ValueError(f"unknown state resolution version {room_version.state_res!r}")

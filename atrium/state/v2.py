@@ -1,7 +1,10 @@
-"""State resolution v2 (room versions 2 to 11).
+"""State resolution v2 (room versions 2 to 11) and v2.1 (room version 12).
 
 Spec: rooms/v2 "State resolution" (fragment v2-state-res): Definitions and
-the five-step Algorithm. The orderings live in atrium.state.ordering, the
+the five-step Algorithm. rooms/v12 "State resolution" changes two things
+(StateResolutionVersion.V2_1): the full conflicted set also holds the
+*conflicted state subgraph*, and the iterative auth checks of step 2 start
+from an empty state map instead of the unconflicted state map. The orderings live in atrium.state.ordering, the
 auth difference in atrium.state.auth_difference / auth_chain.
 
 One interpretation to know about: step 1 enlarges the power events with
@@ -21,7 +24,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 
 from atrium.auth.rules import AuthError, auth_types_for_event, check_state_dependent_auth_rules
 from atrium.events.event import Event
-from atrium.events.room_versions import RoomVersion
+from atrium.events.room_versions import RoomVersion, StateResolutionVersion
 from atrium.state.auth_difference import get_auth_difference
 from atrium.state.loader import EventLoader
 from atrium.state.ordering import POWER_LEVELS, mainline_order, reverse_topological_power_order
@@ -72,6 +75,9 @@ async def resolve_v2(
         room_id, [set(state.values()) for state in state_sets], event_map, loader.store
     )
     full_conflicted = conflicted | auth_difference
+    v2_1 = room_version.state_res == StateResolutionVersion.V2_1
+    if v2_1:
+        full_conflicted |= await conflicted_state_subgraph(conflicted, loader)
     await loader.load(full_conflicted)
     # An event nobody can produce cannot take part (nor be authorised).
     full_conflicted = {e for e in full_conflicted if e in loader}
@@ -88,8 +94,10 @@ async def resolve_v2(
         (e for e in full_conflicted if is_power_event(loader[e])), full_conflicted, loader.events
     )
     power_order = reverse_topological_power_order(power_events, loader.events)
-    # Step 2.
-    partial = iterative_auth_checks(room_version, power_order, unconflicted, loader.events)
+    # Step 2 (v2.1: from an empty state map; events take what they need
+    # from their own auth events).
+    base: StateMap = {} if v2_1 else unconflicted
+    partial = iterative_auth_checks(room_version, power_order, base, loader.events)
     # Step 3: the rest, by mainline of the power levels resolved so far.
     others = full_conflicted - power_events
     other_order = await mainline_order(others, partial.get(POWER_LEVELS), loader)
@@ -98,6 +106,42 @@ async def resolve_v2(
     # Step 5.
     partial.update(unconflicted)
     return partial
+
+
+async def conflicted_state_subgraph(conflicted: Collection[str], loader: EventLoader) -> set[str]:
+    """rooms/v12 "Conflicted state subgraph": every event on an `auth_events`
+    path from one conflicted state event to another (endpoints included).
+
+    An event is on such a path when a conflicted event reaches it (walking
+    auth events down) and it reaches a conflicted event. The walk down
+    loads the auth chains of the conflicted events level by level; events
+    nobody can produce end the walk there.
+    """
+    auth_ids: dict[str, list[str]] = {}
+    frontier = set(conflicted)
+    while frontier:
+        await loader.load(frontier)
+        next_frontier: set[str] = set()
+        for event_id in frontier:
+            event = loader.get(event_id)
+            ids = event.auth_event_ids() if event is not None else []
+            auth_ids[event_id] = ids
+            next_frontier.update(a for a in ids if a not in auth_ids)
+        frontier = next_frontier
+    # Events citing each reached event, to climb back up from the
+    # conflicted events: whatever climbs to them reaches them.
+    cited_by: dict[str, list[str]] = {}
+    for event_id, ids in auth_ids.items():
+        for auth_id in ids:
+            cited_by.setdefault(auth_id, []).append(event_id)
+    subgraph = set(conflicted)
+    stack = list(subgraph)
+    while stack:
+        for citing in cited_by.get(stack.pop(), ()):
+            if citing not in subgraph:
+                subgraph.add(citing)
+                stack.append(citing)
+    return subgraph
 
 
 def _with_auth_ancestors(
@@ -143,6 +187,8 @@ def iterative_auth_checks(
             ):
                 own_auth_events[(auth_event.type, auth_event.state_key)] = auth_event
         auth_state: dict[tuple[str, str], Event] = {}
+        # The create event is among these keys in every version (v12
+        # events do not list it, but auth_event_ids() includes it).
         for key in auth_types_for_event(room_version, event):
             state_event_id = state.get(key)
             state_event = events.get(state_event_id) if state_event_id is not None else None

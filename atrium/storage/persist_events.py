@@ -246,7 +246,9 @@ class PersistEventStore:
                     meta.outlier,
                     meta.soft_failed,
                     rejected,
-                    event.redacts,
+                    # Only redactions redact: from v11 `redacts` is a content
+                    # key, which any other event may carry with any value.
+                    event.redacts if event.type == "m.room.redaction" else None,
                     self.instance_name,
                 )
             )

@@ -19,7 +19,17 @@ from atrium.crypto.event_signing import (
 )
 from atrium.crypto.keys import generate_signing_key, get_verify_key, key_id, signing_key_from_seed
 from atrium.events.redaction import prune_event_dict
-from atrium.events.room_versions import KNOWN_ROOM_VERSIONS, V1, V2, V3, V7, V8, V10, V11
+from atrium.events.room_versions import (
+    KNOWN_ROOM_VERSIONS,
+    V1,
+    V2,
+    V3,
+    V7,
+    V8,
+    V10,
+    V11,
+    RedactionRules,
+)
 
 # appendices "Cryptographic Test Vectors" / "Signing Key":
 # SIGNING_KEY_SEED, SERVER_NAME = "domain", KEY_ID = "ed25519:1".
@@ -29,7 +39,8 @@ SPEC_VERIFY_KEYS = {"ed25519:1": get_verify_key(SPEC_KEY)}
 
 # The spec's event vectors keep `origin`, which the redaction algorithm
 # protects in room versions 1-10 (v11 dropped it from the kept keys).
-PRE_V11 = [rv for rv in KNOWN_ROOM_VERSIONS.values() if rv.identifier != "11"]
+# Versions with the redaction algorithm of rooms before v11 (v12 keeps v11's).
+PRE_V11 = [rv for rv in KNOWN_ROOM_VERSIONS.values() if rv.redaction_rules < RedactionRules.V11]
 
 
 # -- appendices "JSON Signing" ---------------------------------------------

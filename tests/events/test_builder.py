@@ -19,12 +19,17 @@ KEYS = {"hs.example": {key_id(KEY): get_verify_key(KEY)}}
 ALL = list(KNOWN_ROOM_VERSIONS.values())
 
 
+def _room_id(rv) -> str:
+    # rooms/v12 room IDs are a create event's ID with `!` (no server name).
+    return "!" + "c" * 43 if rv.room_id_is_create_event_id else "!room:hs.example"
+
+
 def _build(rv, **overrides) -> Event:
     args = dict(
         room_version=rv,
         type="m.room.message",
         sender="@alice:hs.example",
-        room_id="!room:hs.example",
+        room_id=_room_id(rv),
         content={"body": "hi", "msgtype": "m.text"},
         prev_event_ids=["$prev1:hs.example", "$prev2:hs.example"],
         auth_event_ids=["$create:hs.example", "$pl:hs.example", "$member:hs.example"],
@@ -42,11 +47,15 @@ def test_built_event_reads_back_and_verifies(rv):
     event = _build(rv)
     assert event.room_version is rv
     assert event.prev_event_ids() == ["$prev1:hs.example", "$prev2:hs.example"]
-    assert event.auth_event_ids() == ["$create:hs.example", "$pl:hs.example", "$member:hs.example"]
+    listed = ["$create:hs.example", "$pl:hs.example", "$member:hs.example"]
+    assert event.listed_auth_event_ids() == listed
+    # v12: the create event named by the room ID is an implicit auth event.
+    implicit = ["$" + "c" * 43] if rv.room_id_is_create_event_id else []
+    assert event.auth_event_ids() == implicit + listed
     assert (event.type, event.sender, event.room_id, event.depth) == (
         "m.room.message",
         "@alice:hs.example",
-        "!room:hs.example",
+        _room_id(rv),
         12,
     )
     assert event.origin_server_ts == 1_700_000_000_123

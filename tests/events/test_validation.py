@@ -20,6 +20,9 @@ from atrium.events.validation import (
     validate_event,
 )
 
+# rooms/v12: "!" + a create event's reference hash (unpadded URL-safe base64).
+V12_ROOM_ID = "!" + "A" * 42 + "_"
+
 
 def _pdu(rv=V10, **overrides):
     event = {
@@ -34,6 +37,8 @@ def _pdu(rv=V10, **overrides):
         "hashes": {"sha256": "abc"},
         "signatures": {"hs.example": {"ed25519:1": "sig"}},
     }
+    if rv.room_id_is_create_event_id:
+        event["room_id"] = V12_ROOM_ID
     if rv.is_v1_event_ids:
         event["event_id"] = "$e:hs.example"
         event["prev_events"] = [["$p:hs.example", {"sha256": "x"}]]

@@ -18,7 +18,7 @@ from typing import Any
 import attrs
 import yaml
 
-from atrium.auth.rules import auth_types_for_event
+from atrium.auth.rules import selected_auth_types
 from atrium.config.generate import generate_config
 from atrium.config.homeserver import load_config
 from atrium.events.builder import build_event
@@ -147,7 +147,7 @@ async def build_remote_event(
         server_name=origin.server_name,
         signing_key=origin.signing_key,
     )
-    auth_ids = [state[k] for k in auth_types_for_event(room_version, draft) if k in state]
+    auth_ids = [state[k] for k in selected_auth_types(room_version, draft) if k in state]
     depth = await stores.events.get_max_depth_of(list(prev_event_ids)) + 1
     return build_event(
         room_version=room_version,

@@ -33,7 +33,9 @@ async def test_edus_sent_to_a_federation_reader_reach_sync(tmp_path):
             created = await alice.post(f"{CLIENT_V3}/createRoom", {"preset": "public_chat"})
             assert created.code == 200, created
             room_id = created.json["room_id"]
-            joined = await bob.post(f"{CLIENT_V3}/join/{q(room_id)}", {})
+            joined = await bob.post(
+                f"{CLIENT_V3}/join/{q(room_id)}", {}, query={"via": master.server_name}
+            )
             assert joined.code == 200, joined
             message = await send_text(alice, room_id, "read me", "r1")
 

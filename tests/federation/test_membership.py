@@ -6,6 +6,7 @@ invite on both sides."""
 
 from __future__ import annotations
 
+import pytest
 import pytest_twisted
 
 from tests.federation.support import CLIENT_V3, wait_until
@@ -224,7 +225,7 @@ async def test_join_public_room_by_remote_alias_and_via(sqlite_servers):
 
     await wait_until(both_on_a)
 
-    # A third room joined by ID with ?via= (the room ID's server is A anyway).
+    # A third room joined by ID with ?via= (v12 room IDs name no server).
     other = await alice.post(f"{CLIENT_V3}/createRoom", {"preset": "public_chat"})
     other_id = other.json["room_id"]
     via = await bob.post(f"{CLIENT_V3}/join/{q(other_id)}", {}, query={"via": a.name})
@@ -236,15 +237,19 @@ async def test_join_public_room_by_remote_alias_and_via(sqlite_servers):
     assert missing.code == 404 and missing.json["errcode"] == "M_NOT_FOUND", missing
     # A private room of A that bob is not invited to: A's 403 is passed on.
     private = await alice.post(f"{CLIENT_V3}/createRoom", {"preset": "private_chat"})
-    refused = await bob.post(f"{CLIENT_V3}/join/{q(private.json['room_id'])}", {})
+    refused = await bob.post(
+        f"{CLIENT_V3}/join/{q(private.json['room_id'])}", {}, query={"via": a.name}
+    )
     assert refused.code == 403 and refused.json["errcode"] == "M_FORBIDDEN", refused
     assert await b.hs.stores.rooms.get_room_version_id(private.json["room_id"]) is None
 
 
+@pytest.mark.parametrize("room_version", ["10", "12"])
 @pytest_twisted.ensureDeferred
-async def test_restricted_join_through_an_allowed_room(sqlite_servers):
+async def test_restricted_join_through_an_allowed_room(sqlite_servers, room_version):
     """rooms/v8+ restricted join: A names alice as the authoriser, countersigns
-    bob's join, and B keeps the countersigned event."""
+    bob's join, and B keeps the countersigned event. Inviting needs 50 here:
+    in v12 alice, the creator, is not listed but has an infinite level."""
     a, b = sqlite_servers
     alice = await a.anon.register("alice")
     bob = await b.anon.register("bob")
@@ -254,7 +259,8 @@ async def test_restricted_join_through_an_allowed_room(sqlite_servers):
         f"{CLIENT_V3}/createRoom",
         {
             "preset": "private_chat",
-            "room_version": "10",
+            "room_version": room_version,
+            "power_level_content_override": {"invite": 50},
             "initial_state": [
                 {
                     "type": "m.room.join_rules",
@@ -270,12 +276,12 @@ async def test_restricted_join_through_an_allowed_room(sqlite_servers):
     assert restricted.code == 200, restricted
     room_id = restricted.json["room_id"]
     # Not in the allowed room yet: A cannot vouch for bob.
-    refused = await bob.post(f"{CLIENT_V3}/join/{q(room_id)}", {})
+    refused = await bob.post(f"{CLIENT_V3}/join/{q(room_id)}", {}, query={"via": a.name})
     assert refused.code == 400 and refused.json["errcode"] == "M_UNABLE_TO_AUTHORISE_JOIN", refused
 
-    joined_space = await bob.post(f"{CLIENT_V3}/join/{q(space_id)}", {})
+    joined_space = await bob.post(f"{CLIENT_V3}/join/{q(space_id)}", {}, query={"via": a.name})
     assert joined_space.code == 200, joined_space
-    joined = await bob.post(f"{CLIENT_V3}/join/{q(room_id)}", {})
+    joined = await bob.post(f"{CLIENT_V3}/join/{q(room_id)}", {}, query={"via": a.name})
     assert joined.code == 200, joined
     join_id = (await b.hs.stores.members.get_current_state_ids(room_id))[
         ("m.room.member", bob.user_id)

@@ -41,7 +41,9 @@ async def test_join_and_invite_through_workers(tmp_path):
 
             # bob joins through A's federation listener (the master): the join
             # is persisted by event_writer1.
-            joined = await bob.post(f"{CLIENT_V3}/join/{q(room_id)}", {})
+            joined = await bob.post(
+                f"{CLIENT_V3}/join/{q(room_id)}", {}, query={"via": master.server_name}
+            )
             assert joined.code == 200, joined
             join_id = (await b.hs.stores.members.get_current_state_ids(room_id))[
                 ("m.room.member", bob.user_id)
@@ -54,7 +56,7 @@ async def test_join_and_invite_through_workers(tmp_path):
             # handler: the reader has no TLS listener of its own).
             remote = b.hs.federation.remote_membership
             answer = await reader.federation.membership.make_membership(
-                b.name, room_id, carol.user_id, "join", ["10", "11"]
+                b.name, room_id, carol.user_id, "join", ["10", "11", "12"]
             )
             room_version = get_room_version(answer["room_version"])
             event = remote._sign_template(room_version, answer["event"], {})
@@ -101,7 +103,7 @@ async def test_join_and_invite_through_workers(tmp_path):
             # state send_join gave.
             b_room = await bob.post(f"{CLIENT_V3}/createRoom", {"preset": "public_chat"})
             b_room_id = b_room.json["room_id"]
-            joined = await alice.post(f"{CLIENT_V3}/join/{q(b_room_id)}", {})
+            joined = await alice.post(f"{CLIENT_V3}/join/{q(b_room_id)}", {}, query={"via": b.name})
             assert joined.code == 200, joined
             assert alice.user_id in await master.stores.members.get_users_in_room(b_room_id)
             await send_text(bob, b_room_id, "welcome to B", "w3")

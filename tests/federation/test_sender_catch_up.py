@@ -177,7 +177,9 @@ async def test_a_restarted_sender_resumes_every_events_writer(tmp_path):
                     writer_for_room(created.json["room_id"], writers), created.json["room_id"]
                 )
             for room_id in rooms.values():
-                joined = await bob.post(f"{CLIENT_V3}/join/{q(room_id)}", {})
+                joined = await bob.post(
+                    f"{CLIENT_V3}/join/{q(room_id)}", {}, query={"via": master.server_name}
+                )
                 assert joined.code == 200, joined
             first = [
                 await send_text(alice, r, "first", f"f{i}") for i, r in enumerate(rooms.values())

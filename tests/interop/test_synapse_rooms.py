@@ -79,10 +79,47 @@ async def wait_for_state(client, room_id, event_type, check, timeout=20.0):
     await wait_until(matches, timeout=timeout, interval=0.2)
 
 
+async def promote(admin, user, room_id, level):
+    """``admin`` gives ``user`` (of the other server) ``level``; waits until
+    ``user``'s server has the new power levels."""
+    levels = await admin.get(f"{CLIENT_V3}/rooms/{q(room_id)}/state/m.room.power_levels")
+    content = dict(levels.json)
+    content["users"] = {**content.get("users", {}), user.user_id: level}
+    promoted = await admin.put(f"{CLIENT_V3}/rooms/{q(room_id)}/state/m.room.power_levels", content)
+    assert promoted.code == 200, promoted
+    await wait_for_state(
+        user,
+        room_id,
+        "m.room.power_levels",
+        lambda c: c.get("users", {}).get(user.user_id) == level,
+    )
+
+
 async def members_of(client, room_id):
     answer = await client.get(f"{CLIENT_V3}/rooms/{q(room_id)}/joined_members")
     assert answer.code == 200, answer
     return set(answer.json["joined"])
+
+
+async def accept_invite(sy, alice, room_id):
+    """alice (Atrium) waits for Synapse's invite, joins over make_join/send_join,
+    and both servers see her joined. Returns (the invite's /sync entry, alice's
+    SyncWatcher)."""
+    alice_sync = SyncWatcher(alice)
+
+    async def alice_is_invited():
+        return (await alice_sync.poll()).get("rooms", {}).get("invite", {}).get(room_id)
+
+    invite = await wait_until(alice_is_invited, timeout=20.0, interval=0.2)
+    joined = await alice.post(f"{CLIENT_V3}/rooms/{q(room_id)}/join", {})
+    assert joined.code == 200, joined
+
+    async def synapse_sees_alice():
+        return alice.user_id in await members_of(sy, room_id)
+
+    await wait_until(synapse_sees_alice, timeout=20.0, interval=0.2)
+    assert await members_of(alice, room_id) == {sy.user_id, alice.user_id}
+    return invite, alice_sync
 
 
 async def exchange_messages(sy, alice, room_id, tag):
@@ -110,21 +147,8 @@ async def test_synapse_room_invite_join_messages_topic_leave(synapse, atrium):
     invited = await sy.post(f"{CLIENT_V3}/rooms/{q(room_id)}/invite", {"user_id": alice.user_id})
     assert invited.code == 200, invited
 
-    alice_sync = SyncWatcher(alice)
-
-    async def alice_is_invited():
-        return (await alice_sync.poll()).get("rooms", {}).get("invite", {}).get(room_id)
-
-    invite = await wait_until(alice_is_invited, timeout=20.0, interval=0.2)
+    invite, alice_sync = await accept_invite(sy, alice, room_id)
     assert any(e["type"] == "m.room.name" for e in invite["invite_state"]["events"])
-    joined = await alice.post(f"{CLIENT_V3}/rooms/{q(room_id)}/join", {})
-    assert joined.code == 200, joined
-
-    async def synapse_sees_alice():
-        return alice.user_id in await members_of(sy, room_id)
-
-    await wait_until(synapse_sees_alice, timeout=20.0, interval=0.2)
-    assert await members_of(alice, room_id) == {sy.user_id, alice.user_id}
 
     await exchange_messages(sy, alice, room_id, "hello")
 
@@ -134,17 +158,7 @@ async def test_synapse_room_invite_join_messages_topic_leave(synapse, atrium):
     await wait_for_state(alice, room_id, "m.room.topic", lambda c: c.get("topic") == "t1")
     # ...and one on Atrium's side reaches Synapse, once Synapse's user has
     # given alice the power to set the topic (50 in a private_chat room).
-    levels = await sy.get(f"{CLIENT_V3}/rooms/{q(room_id)}/state/m.room.power_levels")
-    content = dict(levels.json)
-    content["users"] = {**content.get("users", {}), alice.user_id: 50}
-    promoted = await sy.put(f"{CLIENT_V3}/rooms/{q(room_id)}/state/m.room.power_levels", content)
-    assert promoted.code == 200, promoted
-    await wait_for_state(
-        alice,
-        room_id,
-        "m.room.power_levels",
-        lambda c: c.get("users", {}).get(alice.user_id) == 50,
-    )
+    await promote(sy, alice, room_id, 50)
     ours = await alice.put(f"{CLIENT_V3}/rooms/{q(room_id)}/state/m.room.topic", {"topic": "t2"})
     assert ours.code == 200, ours
     await wait_for_state(sy, room_id, "m.room.topic", lambda c: c.get("topic") == "t2")

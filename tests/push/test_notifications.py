@@ -134,3 +134,27 @@ async def test_sync_counts_reset_by_receipt_and_notifications_list(server):
     assert [n["read"] for n in reread.json["notifications"]] == [True, True]
     bad = await alice.get(f"{V3}/notifications?from=nope")
     assert bad.code == 400 and bad.json["errcode"] == "M_INVALID_PARAM"
+
+
+@pytest_twisted.ensureDeferred
+async def test_v12_creator_room_mention_notifies_everyone(server):
+    """@room needs the sender's power level >= notifications.room (50): a v12
+    creator is not listed in the power levels but has an infinite level; a
+    member at the default 0 does not have it."""
+    hs, anon = server
+    alice = await anon.register("alice")
+    bob = await anon.register("bob")
+    carol = await anon.register("carol")
+    created = await alice.post(f"{V3}/createRoom", {"room_version": "12", "preset": "public_chat"})
+    assert created.code == 200, created
+    room_id = created.json["room_id"]
+    for other in (bob, carol):
+        assert (await other.post(f"{V3}/join/{q(room_id)}")).code == 200
+    everyone = {"m.mentions": {"room": True}}
+    by_creator = await send(alice, room_id, "@room hello", **everyone)
+    assert await stored_actions(hs, by_creator) == {
+        bob.user_id: (True, True),
+        carol.user_id: (True, True),
+    }
+    by_member = await send(bob, room_id, "@room hi", **everyone)
+    assert all(not highlight for _, highlight in (await stored_actions(hs, by_member)).values())

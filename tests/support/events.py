@@ -1,10 +1,12 @@
-"""Builders of test PDUs in any room version 1-11.
+"""Builders of test PDUs in any room version 1-12.
 
 ``make_pdu`` builds one event in the wire format of the room version (v1/v2
 events get an `event_id` and [[id, hashes]] references; v3+ events derive
 their ID from the content). ``RoomBuilder`` grows a linear room: each event
 points at the previous one, picks its auth events from the current state
-with the auth events selection algorithm, and updates the state.
+with the auth events selection algorithm, and updates the state. In room
+version 12 the create event has no `room_id`: the builder takes the room ID
+from the create event's ID (and events do not list the create event).
 
 Signatures are placeholders (auth rules only look for a server's entry);
 hashes are not computed. Tests that need real signatures sign themselves.
@@ -20,7 +22,7 @@ from typing import Any
 from canonicaljson import encode_canonical_json
 from unpaddedbase64 import encode_base64
 
-from atrium.auth.rules import auth_types_for_event
+from atrium.auth.rules import selected_auth_types
 from atrium.events.event import Event, make_event_from_dict
 from atrium.events.room_versions import RoomVersion
 
@@ -62,7 +64,6 @@ def make_pdu(
     content = dict(content or {})
     d: dict[str, Any] = {
         "type": type,
-        "room_id": room_id,
         "sender": sender,
         "content": content,
         "depth": depth,
@@ -72,6 +73,8 @@ def make_pdu(
         if signatures is not None
         else {_domain(sender): {"ed25519:test": "not-a-real-signature"}},
     }
+    if not (room_version.room_id_is_create_event_id and type == "m.room.create"):
+        d["room_id"] = room_id
     if state_key is not None:
         d["state_key"] = state_key
     if redacts is not None:
@@ -140,7 +143,7 @@ class RoomBuilder:
         common.update(kwargs)
         if auth_events is None:
             draft = make_pdu(self.room_version, **common)  # type: ignore[arg-type]
-            wanted = auth_types_for_event(self.room_version, draft)
+            wanted = selected_auth_types(self.room_version, draft)
             auth_events = [self.state[k].event_id for k in wanted if k in self.state]
         return make_pdu(self.room_version, auth_events=auth_events, **common)  # type: ignore[arg-type]
 
@@ -148,6 +151,9 @@ class RoomBuilder:
         """Append a built event: it becomes the last event and, if a state
         event, part of the state."""
         self.events[event.event_id] = event
+        if event.type == "m.room.create" and self.room_version.room_id_is_create_event_id:
+            # v12: the room ID is the create event's ID with `!`.
+            self.room_id = event.room_id
         self.last_event_id = event.event_id
         self.depth = max(self.depth, event.depth)
         if event.state_key is not None:
@@ -197,11 +203,14 @@ def standard_room(
 ) -> RoomBuilder:
     """A room as createRoom makes it: create, creator join, power levels
     (creator 100 plus ``users``, extra keys from ``power_levels``), join
-    rules; then a join by each of ``members``."""
+    rules; then a join by each of ``members``. In v12 the creator is not
+    listed (infinite level)."""
     room = RoomBuilder(room_version)
     room.create()
     room.member(room.creator, "join")
-    pl_content: dict[str, Any] = {"users": {room.creator: 100, **(users or {})}}
+    # v12: creators have an infinite level and must not be listed.
+    creator_entry = {} if room_version.privileged_creators else {room.creator: 100}
+    pl_content: dict[str, Any] = {"users": {**creator_entry, **(users or {})}}
     pl_content.update(power_levels or {})
     room.send("m.room.power_levels", room.creator, pl_content, "")
     room.send("m.room.join_rules", room.creator, {"join_rule": join_rule}, "")

@@ -191,8 +191,8 @@ class SynapseServer:
             "trusted_key_servers": [],
             "suppress_key_server_warning": True,
             "presence": {"enabled": False},
-            # Synapse's default (12) is newer than the versions Atrium implements (1-11).
-            "default_room_version": "11",
+            # No default_room_version: Synapse's own default (12 since 1.136)
+            # is what its users' rooms have, and what Atrium must join.
             "rc_message": _UNLIMITED,
             "rc_registration": _UNLIMITED,
             "rc_login": {

@@ -14,6 +14,7 @@ from twisted.web.server import Request
 
 from atrium.errors import InvalidParam
 from atrium.events.serialize import serialize_event, serialize_events
+from atrium.events.validation import has_room_id_shape
 from atrium.handlers.pagination import MAX_LIMIT
 from atrium.handlers.pagination_token import in_int64, parse_pagination_token
 from atrium.handlers.room_event_filter import parse_room_event_filter
@@ -30,7 +31,7 @@ def check_no_nul(*values: str) -> None:
 
 def check_room_id(room_id: str) -> None:
     check_no_nul(room_id)
-    if not room_id.startswith("!") or ":" not in room_id:
+    if not has_room_id_shape(room_id):
         raise InvalidParam(f"{room_id[:300]!r} is not a room ID")
 
 

@@ -11,6 +11,7 @@ from typing import Any
 from twisted.web.server import Request
 
 from atrium.errors import BadJson, Forbidden
+from atrium.events.validation import has_room_id_shape
 from atrium.http.request import parse_json_object, query_strings
 from atrium.http.server import Router, client_paths
 
@@ -25,7 +26,7 @@ def register_servlets(hs: Any, router: Router) -> None:
         return parse_json_object(request, config.max_request_size, allow_empty)
 
     def check_room_id(room_id: str) -> None:
-        if not room_id.startswith("!") or ":" not in room_id:
+        if not has_room_id_shape(room_id):
             raise BadJson(f"{room_id!r} is not a room ID")
 
     async def create_room(request: Request) -> tuple[int, Any]:
