@@ -73,6 +73,8 @@ class EventCreationHandler:
         # one room forms a chain (no forks) while persistence batches them.
         self._tails: dict[str, tuple[Event, EventContext]] = {}
         self._creation_lock = Linearizer("event_creation")
+        # Last origin_server_ts given to a v12 create event (see create_event).
+        self._last_create_ts = 0
         # async (writer, token) -> None: returns once this process applied
         # `token` of that writer's events stream.
         self.wait_for_position = wait_for_position
@@ -228,6 +230,14 @@ class EventCreationHandler:
                     "prev_content": previous.content,
                     "prev_sender": previous.sender,
                 }
+        origin_server_ts = self.clock.time_msec()
+        if event_dict["type"] == "m.room.create" and room_version.room_id_is_create_event_id:
+            # v12: the room ID is the create event's hash. Two createRoom calls
+            # of one user in the same millisecond with the same creation
+            # content would build the same event, hence the same room: create
+            # events made here get strictly increasing timestamps.
+            origin_server_ts = max(origin_server_ts, self._last_create_ts + 1)
+            self._last_create_ts = origin_server_ts
         try:
             event = build_event(
                 room_version=room_version,
@@ -240,7 +250,7 @@ class EventCreationHandler:
                 prev_event_ids=list(prev_event_ids),
                 auth_event_ids=auth_ids,
                 depth=depth,
-                origin_server_ts=self.clock.time_msec(),
+                origin_server_ts=origin_server_ts,
                 unsigned=unsigned,
                 server_name=self.server_name,
                 signing_key=self.signing_key,

@@ -166,6 +166,18 @@ class RoomCreationHandler:
             room_id = f"!{secrets.token_urlsafe(18)}:{self.server_name}"
         chain = _Chain(self.creation, room_id, room_version)
         create_event = await chain.add(creator, "m.room.create", "", create_content)
+        for _ in range(5):
+            if (
+                room_id is not None
+                or await self.stores.rooms.get_room(create_event.room_id) is None
+            ):
+                break
+            # v12: another process built the same create event (same user,
+            # content and millisecond): a later timestamp makes a new room.
+            chain = _Chain(self.creation, room_id, room_version)
+            create_event = await chain.add(creator, "m.room.create", "", create_content)
+        else:
+            raise RoomInUse("Could not pick an unused room ID; try again")
         room_id = chain.room_id = create_event.room_id
         await chain.add(
             creator, "m.room.member", creator, await self._member_content(creator, "join")

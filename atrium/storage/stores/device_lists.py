@@ -81,7 +81,7 @@ class DeviceListStore:
                 [
                     (host, stream_id, user_id, device_id, False, ts)
                     for host in sorted(hosts)
-                    for stream_id, device_id in zip(stream_ids, devices)
+                    for stream_id, device_id in zip(stream_ids, devices, strict=True)
                     if device_id is not None
                 ],
             )
@@ -107,7 +107,7 @@ class DeviceListStore:
                 [
                     (h, stream_id, user_id, d, False, ts)
                     for h in sorted(hosts)
-                    for stream_id, d in zip(stream_ids, devices)
+                    for stream_id, d in zip(stream_ids, devices, strict=True)
                 ],
             )
 
