@@ -58,7 +58,7 @@ from atrium.storage.stores.device_lists import DeviceListStore
 from atrium.storage.stores.directory import DirectoryStore
 from atrium.storage.stores.e2e_keys import E2eKeysStore
 from atrium.storage.stores.pagination import PaginationStore
-from atrium.storage.stores.pushers import PusherStore
+from atrium.storage.stores.pushers import PUSHERS_CHANGED, PusherStore
 from atrium.storage.stores.room_keys import RoomKeysStore
 from atrium.storage.stores.to_device import ToDeviceStore
 from atrium.sync.e2ee import DeviceListsSection, KeyCountsSection, ToDeviceSection
@@ -430,6 +430,12 @@ class HomeServer:
             events_position=lambda: self.current_token().events.stream,
         )
         self.notifier.add_observer(self.pusher_service.on_new_data)
+        # Pushers set or deleted on any process: re-read them (and only then).
+        self.cache_registry.register(
+            PUSHERS_CHANGED,
+            lambda _key: self.pusher_service.pushers_changed(),
+            self.pusher_service.pushers_changed,
+        )
         self._services.append(self.pusher_service)
 
     # -- who is syncing where (presence): atrium/workers/, atrium/master/ ----------------
@@ -507,7 +513,9 @@ class HomeServer:
         self.e2e_keys = E2eKeysHandler(self.e2e_keys_store, self.devices, self.clock, self.is_mine)
         self.room_keys = RoomKeysHandler(self.room_keys_store)
         self.pushers = PushersHandler(
-            PusherStore(self.db), self.clock, lambda: self.current_token().events.max_position
+            PusherStore(self.db, self.invalidator),
+            self.clock,
+            lambda: self.current_token().events.max_position,
         )
         from atrium.handlers.notifications import NotificationsHandler
 

@@ -143,10 +143,7 @@ class EventCreationHandler:
         if room_version is None:
             room_version = await self.get_room_version(room_id)
         if prev_event_ids is None and not chain:
-            extremities = await self.stores.events.get_latest_event_ids_in_room(room_id)
-            if not extremities:
-                raise NotFound(f"Unknown room {room_id}")
-            prev_event_ids = sorted(extremities)[:MAX_PREV_EVENTS]
+            prev_event_ids = await self._prev_events_from_extremities(room_id)
         if prev_event_ids is not None:
             return await self._create(
                 event_dict,
@@ -165,10 +162,7 @@ class EventCreationHandler:
                 prev_contexts = {tail_event.event_id: tail_context}
                 prev_events = {tail_event.event_id: tail_event}
             else:
-                extremities = await self.stores.events.get_latest_event_ids_in_room(room_id)
-                if not extremities:
-                    raise NotFound(f"Unknown room {room_id}")
-                prev_event_ids = sorted(extremities)[:MAX_PREV_EVENTS]
+                prev_event_ids = await self._prev_events_from_extremities(room_id)
             event, context = await self._create(
                 event_dict,
                 room_version,
@@ -180,6 +174,12 @@ class EventCreationHandler:
             )
             self._tails[room_id] = (event, context)
             return event, context
+
+    async def _prev_events_from_extremities(self, room_id: str) -> list[str]:
+        extremities = await self.stores.events.get_latest_event_ids_in_room(room_id)
+        if not extremities:
+            raise NotFound(f"Unknown room {room_id}")
+        return sorted(extremities)[:MAX_PREV_EVENTS]
 
     def _release_tail(self, events: Sequence[Event]) -> None:
         """Once persisted (or failed), the room's tail is read from the database again."""

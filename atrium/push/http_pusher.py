@@ -144,6 +144,9 @@ class PusherService:
         self._processing = False
         self._again = False
         self._started = False
+        # The pushers table is read again only after a PUSHERS_CHANGED
+        # invalidation, not on every advance of the events stream.
+        self._pushers_stale = True
         # First retry delay of a failing gateway (doubles up to RETRY_MAX_S).
         self.retry_initial_s = RETRY_INITIAL_S
         pool = HTTPConnectionPool(reactor, persistent=True)
@@ -161,6 +164,10 @@ class PusherService:
         for pusher in self._pushers.values():
             pusher.stopped = True
         await self._pool.closeCachedConnections()
+
+    def pushers_changed(self) -> None:
+        self._pushers_stale = True
+        self.poke()
 
     def on_new_data(self, stream: str, token: Any, users: Any = (), rooms: Any = ()) -> None:
         """Notifier observer: new events may have notified someone."""
@@ -192,23 +199,14 @@ class PusherService:
     async def _process(self) -> None:
         # The minimum events position: every event at or below it is persisted.
         upto = self.events_position()
-        stored = await self.pushers.get_all_http_pushers()
-        seen: set[tuple[str, str, str]] = set()
-        for entry in stored:
-            p = entry.pusher
-            key = (entry.user_id, p.app_id, p.pushkey)
-            seen.add(key)
-            current = self._pushers.get(key)
-            if current is None:
-                start = entry.last_stream_ordering
-                if start is None:
-                    start = upto
-                    await self.pushers.set_last_stream_ordering(*key, upto)
-                self._pushers[key] = HttpPusher(self, entry, start)
-            else:
-                current.stored = entry
-        for key in set(self._pushers) - seen:
-            self._pushers.pop(key).stopped = True
+        if self._pushers_stale:
+            # Cleared first: a change during the read marks it stale again.
+            self._pushers_stale = False
+            try:
+                await self._load_pushers(upto)
+            except Exception:
+                self._pushers_stale = True
+                raise
         waiting = [p for p in self._pushers.values() if p.queued_upto < upto]
         if not waiting:
             return
@@ -223,6 +221,26 @@ class PusherService:
             for pusher in waiting:
                 pusher.enqueue(by_user.get(pusher.stored.user_id, []), reached)
             after = reached
+
+    async def _load_pushers(self, upto: int) -> None:
+        """(Re)read the http pushers: new ones start at ``upto`` (or their
+        stored progress), removed ones stop, changed ones keep their queue."""
+        seen: set[tuple[str, str, str]] = set()
+        for entry in await self.pushers.get_all_http_pushers():
+            p = entry.pusher
+            key = (entry.user_id, p.app_id, p.pushkey)
+            seen.add(key)
+            current = self._pushers.get(key)
+            if current is None:
+                start = entry.last_stream_ordering
+                if start is None:
+                    start = upto
+                    await self.pushers.set_last_stream_ordering(*key, upto)
+                self._pushers[key] = HttpPusher(self, entry, start)
+            else:
+                current.stored = entry
+        for key in set(self._pushers) - seen:
+            self._pushers.pop(key).stopped = True
 
     async def remove(self, pusher: HttpPusher) -> None:
         pusher.stopped = True

@@ -147,36 +147,25 @@ def register_servlets(hs: Any, router: Router) -> None:
         return 200, await fed.queries.claim_keys(_object(content))
 
     # -- membership (server-server API "Joining Rooms", "Leaving Rooms", invites) ---------
-    async def make_join(
-        request: Request,
-        origin: str,
-        content: Any,
-        roomId: str,  # noqa: N803
-        userId: str,  # noqa: N803
-    ) -> tuple[int, Any]:
-        # Without `ver` the joining server only supports room version 1.
-        versions = query_strings(request, "ver") or ["1"]
-        return 200, await fed.membership.make_membership(origin, roomId, userId, "join", versions)
+    def make_membership(membership: str, versioned: bool) -> Any:
+        """GET make_join / make_leave / make_knock: the event template to sign."""
 
-    async def make_leave(
-        request: Request,
-        origin: str,
-        content: Any,
-        roomId: str,  # noqa: N803
-        userId: str,  # noqa: N803
-    ) -> tuple[int, Any]:
-        return 200, await fed.membership.make_membership(origin, roomId, userId, "leave")
+        async def servlet(
+            request: Request,
+            origin: str,
+            content: Any,
+            roomId: str,  # noqa: N803
+            userId: str,  # noqa: N803
+        ) -> tuple[int, Any]:
+            # Without `ver` the asking server supports room version 1 only
+            # (which has no knocking); make_leave takes no `ver`.
+            versions = (query_strings(request, "ver") or ["1"]) if versioned else ["1"]
+            return 200, await fed.membership.make_membership(
+                origin, roomId, userId, membership, versions
+            )
 
-    async def make_knock(
-        request: Request,
-        origin: str,
-        content: Any,
-        roomId: str,  # noqa: N803
-        userId: str,  # noqa: N803
-    ) -> tuple[int, Any]:
-        # Without `ver` the knocking server supports version 1 only: no knocking.
-        versions = query_strings(request, "ver") or ["1"]
-        return 200, await fed.membership.make_membership(origin, roomId, userId, "knock", versions)
+        servlet.__name__ = f"make_{membership}"
+        return servlet
 
     async def send_knock(
         request: Request,
@@ -231,9 +220,9 @@ def register_servlets(hs: Any, router: Router) -> None:
     route("GET", "/user/devices/{userId}", user_devices)
     route("POST", "/user/keys/query", user_keys_query)
     route("POST", "/user/keys/claim", user_keys_claim)
-    route("GET", "/make_join/{roomId}/{userId}", make_join)
-    route("GET", "/make_leave/{roomId}/{userId}", make_leave)
-    route("GET", "/make_knock/{roomId}/{userId}", make_knock)
+    route("GET", "/make_join/{roomId}/{userId}", make_membership("join", versioned=True))
+    route("GET", "/make_leave/{roomId}/{userId}", make_membership("leave", versioned=False))
+    route("GET", "/make_knock/{roomId}/{userId}", make_membership("knock", versioned=True))
     route("PUT", "/send_knock/{roomId}/{eventId}", send_knock)
     route("PUT", "/send_join/{roomId}/{eventId}", send_join, FEDERATION_V2)
     route("PUT", "/send_leave/{roomId}/{eventId}", send_leave, FEDERATION_V2)

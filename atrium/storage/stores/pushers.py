@@ -14,6 +14,7 @@ from typing import Any
 import attrs
 
 from atrium.storage.database import DatabasePool, Transaction
+from atrium.storage.stores.invalidation import CacheInvalidator
 
 
 @attrs.frozen
@@ -55,9 +56,15 @@ class StoredPusher:
 _COLUMNS = "app_id, pushkey, kind, app_display_name, device_display_name, profile_tag, lang, data"
 
 
+# Cache name announced (over the caches stream) when pushers are set or
+# deleted: the process sending pushes re-reads them only then.
+PUSHERS_CHANGED = "pushers_changed"
+
+
 class PusherStore:
-    def __init__(self, db: DatabasePool) -> None:
+    def __init__(self, db: DatabasePool, invalidator: CacheInvalidator) -> None:
         self.db = db
+        self.invalidator = invalidator
 
     async def get_pushers(self, user_id: str) -> list[Pusher]:
         rows = await self.db.execute(
@@ -130,6 +137,7 @@ class PusherStore:
             )
 
         await self.db.run_interaction("set_pusher", txn_fn)
+        self.invalidator.invalidate(PUSHERS_CHANGED, None)
 
     async def delete_pusher(self, user_id: str, app_id: str, pushkey: str) -> None:
         await self.db.execute(
@@ -139,3 +147,4 @@ class PusherStore:
             app_id,
             pushkey,
         )
+        self.invalidator.invalidate(PUSHERS_CHANGED, None)
